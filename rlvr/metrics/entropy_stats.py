@@ -1,0 +1,134 @@
+"""Summary statistics of per-token policy entropy, computed every RL step.
+
+The mean alone hides how entropy collapses: the bulk of tokens goes to ~0 nats early while a
+small set of high-entropy "forking" tokens carries the exploration. So each step logs the
+mean, quantiles, the mean of the top 20% and a histogram over fixed bins.
+
+Histogram bins (``ENTROPY_HIST_EDGES``, in nats) are fixed so that histograms of different
+steps and runs can be compared and stacked into a heat map:
+
+* edge 0 is ``0.0`` and edges 1..25 are 25 log-spaced values from ``1e-4`` to ``16`` (rounded
+  to 6 significant digits so that the written values read cleanly); 25 bins in all.
+  16 nats is above the entropy of a uniform distribution over any real vocabulary
+  (ln 150k = 11.9).
+* bin ``i`` counts values in ``[e_i, e_{i+1})``; the last bin is closed, ``[e_24, e_25]``,
+  like ``numpy.histogram``.
+* values above the last edge are counted in the last bin and values below 0 (tiny negative
+  rounding from a logsumexp-based entropy) in the first, so the counts always sum to the
+  number of non-NaN tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+_N_LOG_EDGES = 25
+_LOG_EDGE_MIN = 1e-4
+_LOG_EDGE_MAX = 16.0
+
+
+def _make_edges() -> tuple[float, ...]:
+    ratio = _LOG_EDGE_MAX / _LOG_EDGE_MIN
+    log_edges = [_LOG_EDGE_MIN * ratio ** (i / (_N_LOG_EDGES - 1)) for i in range(_N_LOG_EDGES)]
+    return (0.0, *(float(f"{e:.6g}") for e in log_edges))
+
+
+ENTROPY_HIST_EDGES: tuple[float, ...] = _make_edges()
+"""Bin edges in nats: 0, then 25 log-spaced edges 1e-4 .. 16 (see the module docstring)."""
+
+ENTROPY_EDGES_FILENAME = "entropy_hist_edges.json"
+"""Name of the file in the run directory holding the edges that ``entropy/hist`` counts over."""
+
+_QUANTILES = (("entropy/p10", 0.10), ("entropy/p50", 0.50), ("entropy/p90", 0.90), ("entropy/p99", 0.99))
+
+
+def entropy_edges() -> list[float]:
+    """The histogram bin edges in nats, as a list (for writing once into the run directory)."""
+    return list(ENTROPY_HIST_EDGES)
+
+
+def write_entropy_edges(run_dir: str | os.PathLike) -> Path:
+    """Write ``{"entropy/hist": [edges...]}`` to ``<run_dir>/entropy_hist_edges.json``; returns the path.
+
+    ``rlvr-report`` reads it to label the histogram axis; without it, it uses ``ENTROPY_HIST_EDGES``.
+    """
+    path = Path(run_dir) / ENTROPY_EDGES_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"entropy/hist": entropy_edges()}) + "\n")
+    return path
+
+
+def _top_key(top_frac: float) -> str:
+    pct = round(100 * top_frac, 6)
+    return f"entropy/top{int(pct) if pct == int(pct) else pct:g}_mean"
+
+
+def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, float | list[int]]:
+    """Mean, quantiles, top-fraction mean and fixed-bin histogram of per-token entropies.
+
+    entropy: [n] per-token entropies (nats) of the valid response tokens only (padding and
+        prompt tokens already removed), any float dtype, any device.
+    top_frac: fraction of tokens, by largest entropy, averaged into ``entropy/top{pct}_mean``
+        (``entropy/top20_mean`` for the default 0.2); ``k = ceil(top_frac * n)`` tokens.
+
+    Returns ``{"entropy/mean", "entropy/p10", "entropy/p50", "entropy/p90", "entropy/p99",
+    "entropy/top20_mean": float, "entropy/hist": list[int]}``; quantiles use linear
+    interpolation between order statistics (``numpy.quantile``'s default); the histogram
+    counts over ``ENTROPY_HIST_EDGES`` (NaNs are not counted; NaNs make the other values NaN).
+    Empty input returns ``{}`` (the caller logs nothing).
+
+    Everything is computed in float32 on the tensor's device with a single sort; only the
+    small results are copied to the CPU (two transfers).
+    """
+    if entropy.ndim != 1:
+        raise ValueError(
+            f"entropy must be a flat [n] tensor of valid-token entropies, got shape {tuple(entropy.shape)}"
+        )
+    if not 0.0 < top_frac <= 1.0:
+        raise ValueError(f"top_frac must be in (0, 1], got {top_frac}")
+    n = entropy.numel()
+    if n == 0:
+        return {}
+
+    x = entropy.detach().to(torch.float32)
+    # torch.sort puts NaN last, so a NaN makes the high quantiles and the top mean NaN,
+    # and the mean is NaN anyway: a NaN entropy is a bug upstream and should be visible.
+    x_sorted = torch.sort(x).values
+
+    # Linear interpolation between order statistics: position q*(n-1), like numpy's default.
+    positions = [q * (n - 1) for _, q in _QUANTILES]
+    lo = [math.floor(p) for p in positions]
+    hi = [min(i + 1, n - 1) for i in lo]
+    idx = torch.tensor(lo + hi, device=x.device)
+    picked = x_sorted[idx]
+    v_lo, v_hi = picked[: len(lo)], picked[len(lo) :]
+    frac = torch.tensor([p - i for p, i in zip(positions, lo)], device=x.device, dtype=torch.float32)
+    quantiles = v_lo + (v_hi - v_lo) * frac
+
+    # round() guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> ceil 4.
+    k = max(1, math.ceil(round(top_frac * n, 9)))
+    top_mean = x_sorted[n - k :].mean()
+
+    scalars = torch.cat([x.mean().reshape(1), quantiles, top_mean.reshape(1)]).tolist()
+
+    # Compare in float64 against the exact edges, so a value is binned exactly as numpy.histogram
+    # bins it (float32(1e-4) < 1e-4); the sorted copy keeps this one pass over n values.
+    edges = torch.tensor(ENTROPY_HIST_EDGES, device=x.device, dtype=torch.float64)
+    n_bins = len(ENTROPY_HIST_EDGES) - 1
+    finite = x_sorted[~torch.isnan(x_sorted)].to(torch.float64)
+    # right=True gives i with edges[i-1] <= v < edges[i], i.e. bin i-1 of a half-open [e_i, e_{i+1});
+    # the clamp closes the last bin (v == 16 and above) and folds v < 0 into the first.
+    bins = (torch.bucketize(finite, edges, right=True) - 1).clamp_(0, n_bins - 1)
+    hist = torch.bincount(bins, minlength=n_bins).tolist()
+
+    out: dict[str, float | list[int]] = {"entropy/mean": scalars[0]}
+    for (key, _), value in zip(_QUANTILES, scalars[1:5]):
+        out[key] = value
+    out["entropy/hist"] = hist
+    out[_top_key(top_frac)] = scalars[5]
+    return out
