@@ -1,0 +1,251 @@
+"""Verify math answers with math-verify, in a pool of worker processes.
+
+Completions are untrusted text: they are only ever parsed by math-verify (regexes, an ANTLR LaTeX grammar,
+sympy), never evaluated by us. Parsing or comparing can still hang sympy (`\\boxed{9^{9^{9^9}}}`), so each
+sample runs under a SIGALRM deadline inside a worker process - signals work only on a process's main thread,
+which is why verification never runs in a thread - and the parent kills a worker that overruns even that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+import multiprocessing as mp
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
+
+logger = logging.getLogger(__name__)
+
+_STARTUP_S = 60.0  # a worker that cannot import math-verify within this is broken, not slow
+_MAX_CHUNK = 16  # samples per message: fewer round trips, while the deadline is still per sample
+
+
+class Verdict(str, enum.Enum):
+    CORRECT = "correct"
+    INCORRECT = "incorrect"
+    NO_ANSWER = "no_answer"
+    TIMEOUT = "timeout"
+
+
+class _Deadline(BaseException):
+    """Raised by our SIGALRM handler; a BaseException so no `except Exception` in math-verify or sympy eats it."""
+
+
+def _on_alarm(signum, frame):
+    raise _Deadline
+
+
+def _gold_text(gold: str) -> str:
+    gold = gold.strip()
+    if "\\boxed" in gold or (len(gold) > 1 and gold[0] == "$" and gold[-1] == "$"):
+        return gold
+    return f"\\boxed{{{gold}}}"
+
+
+def verify_one(completion: str, gold: str, timeout_s: float) -> Verdict:
+    """Compare the final answer of `completion` with `gold`; call it on a process's main thread.
+
+    The gold may be bare LaTeX or a number (`\\frac{1}{2}`, `[1, 2)`) or already `$...$`/`\\boxed{}`-wrapped.
+    The completion's answer is its last `\\boxed{}` if any, else math-verify's other forms ("the answer is 5",
+    `$...$`, a final bare number). math-verify's own time limits are off: they take whole seconds (a float
+    one makes `parse` silently return nothing), and they return the same empty result as a parse failure.
+    Instead one SIGALRM deadline of `timeout_s` covers the whole sample and is caught here as TIMEOUT.
+    Text math-verify cannot parse or compare is its documented "no match", not an error.
+    Known gap: under antlr4 4.9.3 (hydra-core's pin) latex2sympy fails on percent literals, so `10\\%`
+    matches only the identical string, not `10` or `0.1`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("verify_one needs the main thread: its SIGALRM deadline cannot fire elsewhere")
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        try:
+            gold_parsed = parse(_gold_text(gold), [LatexExtractionConfig()], parsing_timeout=None)
+            if not gold_parsed:
+                raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+            extraction = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+            answer = parse(completion, extraction, parsing_timeout=None)
+            if not answer:
+                return Verdict.NO_ANSWER
+            return Verdict.CORRECT if verify(gold_parsed, answer, timeout_seconds=None) else Verdict.INCORRECT
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:  # also when it fires inside the `finally` above, just as the answer came in
+        return Verdict.TIMEOUT
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _worker_main(conn, verify_fn: Callable[[str, str, float], Verdict], timeout_s: float) -> None:
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" warning: we time it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
+    verify_one("$\\boxed{1}$", "1", 30.0)  # import sympy and warm math-verify's caches before saying ready
+    conn.send("ready")
+    try:
+        while (batch := conn.recv()) is not None:
+            for completion, gold in batch:
+                try:
+                    conn.send((verify_fn(completion, gold, timeout_s), None))
+                except Exception:
+                    conn.send((None, traceback.format_exc()))
+    except EOFError:  # the parent went away
+        pass
+
+
+class _Worker:
+    def __init__(self, ctx, verify_fn, timeout_s: float):
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child_conn, verify_fn, timeout_s), daemon=True)
+        self.proc.start()
+        child_conn.close()
+        self.ready = False
+        self.todo: deque[int] = deque()  # indices of samples sent and not answered yet, in order
+        self.since = time.monotonic()  # start of the process, or of the sample todo[0]
+
+    def due(self, hard_limit_s: float) -> float:
+        return self.since + (hard_limit_s if self.ready else _STARTUP_S)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+
+class MathVerifier:
+    """Verify completions against gold answers in `num_workers` reusable 'spawn' processes.
+
+    Each sample gets `timeout_s` inside its worker; a worker that has not answered a sample within
+    `timeout_s * 2 + 1` s (stuck in C code that never checks signals), or that dies, is killed and replaced,
+    and that sample is TIMEOUT. Completions are cut to their last `max_chars` characters before sending:
+    the final answer is at the end, and this bounds the work a megabyte-long completion can cause.
+    `_verify_fn` (a picklable module-level function, default `verify_one`) is a hook for tests.
+    Not thread-safe: call `verify` from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        num_workers: int = 2,
+        timeout_s: float = 5.0,
+        max_chars: int = 10_000,
+        _verify_fn: Callable[[str, str, float], Verdict] = verify_one,
+    ):
+        if num_workers < 1 or timeout_s <= 0 or max_chars < 1:
+            raise ValueError(f"bad num_workers={num_workers}, timeout_s={timeout_s} or max_chars={max_chars}")
+        self.timeout_s, self.max_chars = timeout_s, max_chars
+        self.hard_limit_s = timeout_s * 2 + 1
+        ctx = mp.get_context("spawn")
+        self._new_worker = lambda: _Worker(ctx, _verify_fn, timeout_s)
+        self._closed = False
+        self._workers = [self._new_worker() for _ in range(num_workers)]
+        try:
+            self.verify([], [])  # returns once every worker is ready
+        except BaseException:
+            self.close()
+            raise
+
+    def verify(self, completions: Sequence[str], golds: Sequence[str]) -> list[Verdict]:
+        """Verdicts in input order."""
+        if self._closed:
+            raise RuntimeError("MathVerifier is closed")
+        if len(completions) != len(golds):
+            raise ValueError(f"{len(completions)} completions but {len(golds)} golds")
+        items = [(c[-self.max_chars :], g) for c, g in zip(completions, golds)]
+        results: list[Verdict | None] = [None] * len(items)
+        pending = deque(range(len(items)))
+        chunk = max(1, min(_MAX_CHUNK, math.ceil(len(items) / (4 * len(self._workers)))))
+        try:
+            while pending or any(w.todo or not w.ready for w in self._workers):
+                for i, w in enumerate(self._workers):
+                    if w.ready and not w.todo and pending and not w.proc.is_alive():  # died while idle
+                        w.kill()
+                        w = self._workers[i] = self._new_worker()
+                    if w.ready and not w.todo and pending:
+                        w.todo.extend(pending.popleft() for _ in range(min(chunk, len(pending))))
+                        w.conn.send([items[j] for j in w.todo])
+                        w.since = time.monotonic()
+                waiting = [w for w in self._workers if w.todo or not w.ready]
+                first_due = min(w.due(self.hard_limit_s) for w in waiting)
+                readable = wait([w.conn for w in waiting], timeout=max(0.0, first_due - time.monotonic()))
+                for i, w in enumerate(self._workers):
+                    if w.conn in readable:
+                        self._receive(i, results, pending)
+                    elif w in waiting and time.monotonic() > w.due(self.hard_limit_s):
+                        self._fail(i, results, pending, "did not answer in time")
+        except BaseException:  # busy workers would answer this call's samples in the next call: replace them
+            for i, w in enumerate(self._workers):
+                if w.todo:
+                    w.kill()
+                    self._workers[i] = self._new_worker()
+            raise
+        return results  # type: ignore[return-value]
+
+    def _receive(self, i: int, results: list, pending: deque) -> None:
+        w = self._workers[i]
+        try:
+            message = w.conn.recv()
+        except EOFError:
+            return self._fail(i, results, pending, f"died (exit code {w.proc.exitcode})")
+        if not w.ready:
+            w.ready = message == "ready"
+            return
+        verdict, error = message
+        if error is not None:
+            raise RuntimeError(f"verifier worker raised:\n{error}")
+        results[w.todo.popleft()] = verdict
+        w.since = time.monotonic()
+
+    def _fail(self, i: int, results: list, pending: deque, why: str) -> None:
+        w = self._workers[i]
+        if not w.ready:
+            raise RuntimeError(f"verifier worker {why} while starting")
+        logger.warning(
+            "verifier worker %d %s; sample %d is TIMEOUT, restarting it", w.proc.pid, why, w.todo[0]
+        )
+        results[w.todo.popleft()] = Verdict.TIMEOUT
+        pending.extendleft(reversed(w.todo))
+        w.kill()
+        self._workers[i] = self._new_worker()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for w in self._workers:
+            with contextlib.suppress(OSError):  # already dead
+                w.conn.send(None)
+        for w in self._workers:
+            w.proc.join(timeout=1.0)
+            w.kill()
+
+    def __enter__(self) -> MathVerifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def rewards_from_verdicts(
+    verdicts: Sequence[Verdict],
+    correct: float = 1.0,
+    incorrect: float = 0.0,
+    no_answer: float = 0.0,
+    timeout: float = 0.0,
+) -> list[float]:
+    reward = {
+        Verdict.CORRECT: correct,
+        Verdict.INCORRECT: incorrect,
+        Verdict.NO_ANSWER: no_answer,
+        Verdict.TIMEOUT: timeout,
+    }
+    return [reward[v] for v in verdicts]

@@ -1,0 +1,198 @@
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from rlvr.reward import MathVerifier, Verdict, rewards_from_verdicts, verify_one
+
+# Correct, Wrong, No answer, Timeout
+C, W, N, T = Verdict.CORRECT, Verdict.INCORRECT, Verdict.NO_ANSWER, Verdict.TIMEOUT
+TIMEOUT_S = 2.0
+
+# (gold, completion, expected verdict): MATH-style golds, completions written like model outputs.
+PAIRS = [
+    (r"\frac{1}{2}", r"Dividing both sides by 4, the answer is $\boxed{0.5}$.", C),
+    (r"\frac{1}{2}", r"So the probability is $\boxed{\dfrac{1}{2}}$.", C),
+    (r"\frac{1}{2}", r"Hence $p = \boxed{\tfrac12}$.", C),
+    (r"\frac{1}{2}", "Half of the marbles are red, so the answer is 1/2.", C),
+    (r"\frac{1}{2}", r"Thus the ratio is $\boxed{\frac{1}{3}}$.", W),
+    (r"\frac{1}{2}", r"I first wrote $\boxed{\frac{1}{3}}$, but correcting: $\boxed{\frac{1}{2}}$.", C),
+    (r"\frac{1}{2}", r"First guess $\boxed{\frac{1}{2}}$; after checking, $\boxed{\frac{1}{3}}$.", W),
+    (r"\frac{9}{4}", r"The area is $\boxed{2.25}$.", C),
+    (r"\frac{1}{3}", r"So $x = \boxed{0.333}$.", W),  # rounded too early
+    (r"-\frac{1}{2}", r"The slope is $\boxed{-0.5}$.", C),
+    (r"2\sqrt{3}", r"Simplifying, the side length is $\boxed{\sqrt{12}}$.", C),
+    (r"\frac{\sqrt{2}}{2}", r"Therefore $\sin 45^\circ = \boxed{\frac{1}{\sqrt{2}}}$.", C),
+    (r"3\sqrt{2}", r"The distance is $\boxed{2\sqrt{3}}$.", W),
+    (r"(-\infty, 3]", r"So $x \in \boxed{(-\infty, 3]}$.", C),
+    (r"(-\infty, 3]", r"The solution set is $\boxed{\left(-\infty, 3\right]}$.", C),
+    (r"(-\infty, 3]", r"So $x \in \boxed{(-\infty, 3)}$.", W),
+    (r"[1, 2)", r"The range is $\boxed{[1,2)}$.", C),
+    (r"\{1,2,3\}", r"The roots are $\boxed{\{3,2,1\}}$.", C),
+    (r"\{1,2,3\}", r"The possible values are $\boxed{3, 2, 1}$.", C),
+    (r"\{1,2,3\}", r"The roots are $\boxed{\{1,2,4\}}$.", W),
+    (r"\left( 3, \frac{\pi}{2} \right)", r"In polar form: $\boxed{\left(3,\frac{\pi}{2}\right)}$.", C),
+    (r"(1,2)", r"The intersection point is $\boxed{(2,1)}$.", W),
+    (r"-\!5", r"The minimum value is $\boxed{-5}$.", C),
+    (r"1,\!000", r"There are $\boxed{1000}$ such numbers.", C),
+    (r"30^\circ", r"So the angle measures $\boxed{30}$ degrees.", C),
+    (r"30", r"Angle $ABC$ is $\boxed{30^\circ}$.", C),
+    (r"12\text{ cm}", r"The perimeter is $\boxed{12}$.", C),
+    (r"12", r"The perimeter is $\boxed{12\text{ cm}}$.", C),
+    (r"2\pi", r"The circumference is $\boxed{2\pi}$.", C),
+    (r"2\pi", r"The circumference is $\boxed{6.28}$.", W),
+    (r"-3", r"Therefore $k = \boxed{-3}$.", C),
+    (r"-3", r"Therefore $k = \boxed{3}$.", W),
+    (r"10\%", r"The price rose by $\boxed{10\%}$.", C),
+    (r"x^2+2x+1", r"Expanding, we get $\boxed{(x+1)^2}$.", C),
+    (r"x^2+2x+1", r"Expanding, we get $\boxed{(x-1)^2}$.", W),
+    (r"y=-2x+3", r"The line is $\boxed{y = 3 - 2x}$.", C),
+    (r"\$18.90", r"She paid $\boxed{\$18.90}$ in total.", C),
+    (r"\text{Monday}", r"The party is on $\boxed{\text{Monday}}$.", C),
+    (r"\text{Monday}", r"The party is on $\boxed{\text{Tuesday}}$.", W),
+    ("$5$", r"**Final Answer**\n\[\boxed{5}\]", C),
+    (r"\boxed{7}", "Adding 3 and 4 gives 7. The final answer is $7$. I hope it is correct.", C),
+    ("5", "I am not sure how to solve this problem.", N),
+    ("5", "", N),
+    ("5", r"The answer is $\boxed{}$.", N),
+    # Known math-verify gaps here (see verify_one's docstring): percent literals fail to parse under
+    # antlr4 4.9.3 (pinned by hydra-core), so `10\%` only matches the identical string.
+    pytest.param(
+        r"10\%", r"The price rose by $\boxed{10}$ percent.", C, marks=pytest.mark.xfail(strict=True)
+    ),
+    pytest.param(r"10\%", r"The price rose by $\boxed{10 \%}$.", C, marks=pytest.mark.xfail(strict=True)),
+]
+
+
+def _hang_or_verify(completion: str, gold: str, timeout_s: float) -> Verdict:
+    """Test hook: hang in a way no signal interrupts (like C code in sympy), or crash, when told to."""
+    if completion == "DIE":
+        os._exit(1)
+    if completion == "HANG":
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        while True:
+            time.sleep(3600)
+    return verify_one(completion, gold, timeout_s)
+
+
+def _main_thread_check(completion: str, gold: str, timeout_s: float) -> Verdict:
+    return Verdict.CORRECT if threading.current_thread() is threading.main_thread() else Verdict.INCORRECT
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    with MathVerifier(num_workers=2, timeout_s=TIMEOUT_S) as v:
+        yield v
+
+
+@pytest.fixture(scope="module")
+def pair_verdicts(verifier):
+    pairs = [p.values if hasattr(p, "values") else p for p in PAIRS]
+    verdicts = verifier.verify([c for _, c, _ in pairs], [g for g, _, _ in pairs])
+    return dict(zip([(g, c) for g, c, _ in pairs], verdicts))
+
+
+@pytest.mark.parametrize("gold,completion,expected", PAIRS)
+def test_answer_pairs(pair_verdicts, gold, completion, expected):
+    assert pair_verdicts[(gold, completion)] == expected
+
+
+def test_verify_one_in_process_and_off_main_thread():
+    assert verify_one(r"so the answer is $\boxed{\frac{1}{2}}$.", "0.5", TIMEOUT_S) == C
+    errors = []
+    thread = threading.Thread(target=lambda: errors.append(_catch(verify_one, r"$\boxed{1}$", "1", 1.0)))
+    thread.start()
+    thread.join()
+    assert isinstance(errors[0], RuntimeError)  # fails loudly instead of silently scoring 0
+
+
+def _catch(fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:
+        return e
+
+
+HOSTILE = {
+    "code_boxed": r"So the answer is $\boxed{__import__('os').system('touch /tmp/rlvr_pwned')}$",
+    "code_plain": "The answer is __import__('os').system('touch /tmp/rlvr_pwned')",
+    "code_eval": "answer: eval(\"__import__('os').system('touch /tmp/rlvr_pwned')\")",
+    "tower_latex": r"The answer is $\boxed{9^{9^{9^{9}}}}$.",
+    "tower_plain": "The answer is 9**9**9**9",
+    "factorial": r"$\boxed{(10^{10})!}$",
+    "nested_parens": r"$\boxed{" + "(" * 3000 + "1" + ")" * 3000 + "}$",
+    "nested_braces": r"$\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}$",
+    "nested_fracs": r"$\boxed{" + r"\frac{1}{" * 500 + "2" + "}" * 500 + "}$",
+    "unclosed": r"$\boxed{" + "(" * 100_000,
+    "megabyte_text": "blah " * 200_000 + r"so the answer is $\boxed{5}$.",
+    "megabyte_digits": "1" * 1_000_000,
+    "megabyte_latex": r"$\boxed{" + "1+" * 500_000 + "1}$",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_completions_get_a_verdict_in_time(verifier, name):
+    start = time.monotonic()
+    [verdict] = verifier.verify([HOSTILE[name]], ["5"])
+    elapsed = time.monotonic() - start
+    assert isinstance(verdict, Verdict)
+    assert elapsed < TIMEOUT_S * 2 + 2, f"{name}: {elapsed:.1f}s"
+    assert not os.path.exists("/tmp/rlvr_pwned")
+    if name == "megabyte_text":
+        assert verdict == C  # the answer at the end survives truncation
+
+
+def test_deadline_fires_inside_the_worker(verifier):
+    pids = [w.proc.pid for w in verifier._workers]
+    start = time.monotonic()
+    assert verifier.verify([HOSTILE["tower_latex"]], ["5"]) == [T]
+    assert time.monotonic() - start < verifier.hard_limit_s  # before the parent's backstop could act
+    assert [w.proc.pid for w in verifier._workers] == pids  # nobody was killed
+
+
+def test_stuck_or_dead_worker_is_replaced():
+    with MathVerifier(num_workers=1, timeout_s=0.5, _verify_fn=_hang_or_verify) as v:
+        pid = v._workers[0].proc.pid
+        start = time.monotonic()
+        verdicts = v.verify([r"$\boxed{2}$", "HANG", r"$\boxed{3}$"], ["2", "1", "4"])
+        assert verdicts == [C, T, W]
+        assert time.monotonic() - start < 10
+        assert v._workers[0].proc.pid != pid
+        assert v.verify([r"so $\boxed{\frac{1}{2}}$", "HANG", "DIE", "7"], ["0.5", "1", "1", "7"]) == [
+            C,
+            T,
+            T,
+            C,
+        ]
+        assert v.verify([r"$\boxed{4}$"], ["4"]) == [C]
+    v.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        v.verify(["1"], ["1"])
+
+
+def test_workers_verify_on_their_main_thread():
+    with MathVerifier(num_workers=1, timeout_s=1.0, _verify_fn=_main_thread_check) as v:
+        assert v.verify(["a", "b"], ["a", "b"]) == [C, C]
+
+
+def test_verify_keeps_order_and_checks_lengths(verifier):
+    golds = [str(n) for n in range(40)]
+    completions = [rf"The answer is $\boxed{{{n if n % 3 else n + 1}}}$." for n in range(40)]
+    assert verifier.verify(completions, golds) == [C if n % 3 else W for n in range(40)]
+    assert verifier.verify([], []) == []
+    with pytest.raises(ValueError):
+        verifier.verify(["1"], [])
+
+
+def test_rewards_from_verdicts():
+    assert rewards_from_verdicts([C, W, N, T]) == [1.0, 0.0, 0.0, 0.0]
+    assert rewards_from_verdicts(
+        [C, W, N, T], correct=2.0, incorrect=-1.0, no_answer=-0.5, timeout=-0.25
+    ) == [
+        2.0,
+        -1.0,
+        -0.5,
+        -0.25,
+    ]
