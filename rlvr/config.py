@@ -1,0 +1,307 @@
+"""Typed configuration: dataclasses registered in Hydra's ConfigStore, validated in one place.
+
+Hydra already rejects unknown keys and values of the wrong type (naming the key). `validate` adds the
+rules between values; every message names the offending key so a bad run fails before a model loads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message starts with the key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass
+class ModelConfig:
+    path: str = MISSING  # local Hugging Face model dir (no hub downloads at run time)
+    builtin: str | None = (
+        None  # "tiny-addition": build the embedded default model + data at `path` if missing
+    )
+    dtype: str = "float32"  # learner weights: float32 | bfloat16 (fp32 master weights kept by the optimizer)
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    train_files: list[str] = MISSING  # .jsonl / .json / .parquet files, or a `datasets.save_to_disk` dir
+    eval_files: list[str] = field(default_factory=list)
+    question_key: str = "question"
+    answer_key: str = "answer"
+    prompt_template: str = "{question}"  # str.format over the row's fields
+    system_prompt: str | None = None
+    use_chat_template: bool = False
+    max_prompt_tokens: int = 1024  # longer prompts are an error (named by file and row), never silently cut
+    eval_max_prompts: int | None = None  # use only the first N eval rows
+
+
+@dataclass
+class ClipConfig:
+    eps_low: float = 0.2
+    eps_high: float = 0.2  # DAPO clip-higher: 0.28
+    dual_c: float | None = None  # dual-clip PPO lower bound for negative advantages (e.g. 3.0)
+
+
+@dataclass
+class KLConfig:
+    coef: float = 0.0
+    estimator: str = "k3"  # k1 | k2 | k3
+    reset_every: int | None = None  # ProRL hard reset: reference := current policy every N steps
+    reset_optimizer: bool = False  # also clear the optimizer moments at each reset
+
+
+@dataclass
+class EntropyMaskConfig:
+    top_frac: float | None = (
+        None  # keep only the top fraction of tokens by entropy in the PG loss (0.2 = 80/20)
+    )
+
+
+@dataclass
+class DynamicSamplingConfig:
+    enabled: bool = False
+    max_rounds: int = 3  # extra sampling rounds to refill the batch with groups that carry signal
+
+
+@dataclass
+class OverlongConfig:
+    shaping: bool = False  # DAPO soft overlong punishment over the last `cache_len` tokens
+    cache_len: int = 0
+    penalty: float = 1.0
+    filter: bool = False  # drop truncated responses from the loss
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "grpo"
+    group_size: int = 8
+    advantage: str = "grpo"  # grpo | drgrpo | batch_std
+    loss_agg: str = "seq_mean_token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
+    ppo_epochs: int = 1  # mu: passes over each rollout batch
+    num_minibatches: int = 1  # optimizer steps per pass
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    kl: KLConfig = field(default_factory=KLConfig)
+    entropy_mask: EntropyMaskConfig = field(default_factory=EntropyMaskConfig)
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    overlong: OverlongConfig = field(default_factory=OverlongConfig)
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"  # hf | vllm
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 256
+    # vLLM engine settings (ignored by the hf backend)
+    gpu_memory_utilization: float = 0.3
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    enable_sleep_mode: bool = False
+    enable_prefix_caching: bool = True
+
+
+@dataclass
+class RewardConfig:
+    correct: float = 1.0
+    incorrect: float = 0.0
+    no_answer: float = 0.0
+    timeout: float = (
+        0.0  # reward of a sample whose verification ran out of time (counted in verify/timeout_frac)
+    )
+    timeout_s: float = 5.0  # per-sample verification time limit
+    num_workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: str = "constant"  # constant | cosine (after warm-up)
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class LearnerConfig:
+    micro_batch_size: int = 8  # sequences per forward/backward
+    logprob_chunk_size: int = 2048  # tokens per chunk of the LM head (bounds the [tokens x vocab] memory)
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: str = "runs/default"
+    total_steps: int = 100
+    prompts_per_step: int = 16  # B prompts, each sampled G times
+    seed: int = 0
+    save_every: int = 50
+    keep_last: int = 2
+    resume: str = "auto"  # auto | never | path to a checkpoint dir
+    samples_every: int = 10  # write samples/step_NNNNNN.jsonl every N steps (0 = never)
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate pass@k on the held-out split every N steps (0 = off)
+    k: list[int] = field(default_factory=lambda: [1])
+    n: int | None = None  # samples per prompt (default max(k))
+    at_start: bool = True  # evaluate before the first step too
+    temperature: float | None = None  # default: rollout.temperature
+
+
+@dataclass
+class LoggerConfig:
+    console_every: int = 10
+    wandb: bool = False
+    wandb_project: str = "rlvr"
+    wandb_mode: str | None = None  # offline | online | disabled; default offline without WANDB_API_KEY
+
+
+@dataclass
+class RLVRConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="rlvr_schema", node=RLVRConfig)
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def _one_of(value: object, allowed: tuple, key: str) -> None:
+    _require(value in allowed, key, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+def validate(cfg: RLVRConfig) -> None:
+    """Check the rules between values; raise ConfigError naming the first offending key."""
+    from rlvr.algo import ADVANTAGE_MODES, KL_ESTIMATORS, LOSS_AGG_MODES
+
+    a = cfg.algo
+    _require(
+        a.group_size >= 2,
+        "algo.group_size",
+        f"must be >= 2 (a group needs two answers to compare), got {a.group_size}",
+    )
+    _one_of(a.advantage, ADVANTAGE_MODES, "algo.advantage")
+    _one_of(a.loss_agg, LOSS_AGG_MODES, "algo.loss_agg")
+    _require(a.ppo_epochs >= 1, "algo.ppo_epochs", f"must be >= 1, got {a.ppo_epochs}")
+    _require(a.num_minibatches >= 1, "algo.num_minibatches", f"must be >= 1, got {a.num_minibatches}")
+    _require(0 <= a.clip.eps_low < 1, "algo.clip.eps_low", f"must be in [0, 1), got {a.clip.eps_low}")
+    _require(
+        a.clip.eps_high >= a.clip.eps_low,
+        "algo.clip.eps_high",
+        f"must be >= algo.clip.eps_low ({a.clip.eps_low}), got {a.clip.eps_high}",
+    )
+    _require(
+        a.clip.dual_c is None or a.clip.dual_c > 1,
+        "algo.clip.dual_c",
+        f"must be > 1 or null, got {a.clip.dual_c}",
+    )
+    _require(a.kl.coef >= 0, "algo.kl.coef", f"must be >= 0, got {a.kl.coef}")
+    _one_of(a.kl.estimator, KL_ESTIMATORS, "algo.kl.estimator")
+    _require(
+        a.kl.reset_every is None or a.kl.reset_every >= 1,
+        "algo.kl.reset_every",
+        f"must be >= 1 or null, got {a.kl.reset_every}",
+    )
+    f = a.entropy_mask.top_frac
+    _require(f is None or 0 < f <= 1, "algo.entropy_mask.top_frac", f"must be in (0, 1] or null, got {f}")
+    _require(a.dynamic_sampling.max_rounds >= 0, "algo.dynamic_sampling.max_rounds", "must be >= 0")
+    o = a.overlong
+    _require(
+        0 <= o.cache_len < cfg.rollout.max_new_tokens,
+        "algo.overlong.cache_len",
+        f"must be in [0, rollout.max_new_tokens={cfg.rollout.max_new_tokens}), got {o.cache_len}",
+    )
+    _require(
+        not o.shaping or o.cache_len > 0,
+        "algo.overlong.cache_len",
+        "must be > 0 when algo.overlong.shaping is on",
+    )
+
+    r = cfg.rollout
+    _one_of(r.backend, ("hf", "vllm"), "rollout.backend")
+    _require(r.temperature > 0, "rollout.temperature", f"must be > 0, got {r.temperature}")
+    _require(0 < r.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
+    _require(r.top_k >= 0, "rollout.top_k", f"must be >= 0 (0 = off), got {r.top_k}")
+    _require(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
+    _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+
+    _require(cfg.reward.timeout_s > 0, "reward.timeout_s", f"must be > 0, got {cfg.reward.timeout_s}")
+    _require(cfg.reward.num_workers >= 1, "reward.num_workers", f"must be >= 1, got {cfg.reward.num_workers}")
+
+    o = cfg.optim
+    _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    _one_of(o.schedule, ("constant", "cosine"), "optim.schedule")
+    _require(o.max_grad_norm > 0, "optim.max_grad_norm", f"must be > 0, got {o.max_grad_norm}")
+
+    _require(cfg.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
+    _require(cfg.learner.logprob_chunk_size >= 1, "learner.logprob_chunk_size", "must be >= 1")
+    _one_of(cfg.model.dtype, ("float32", "bfloat16"), "model.dtype")
+    _one_of(cfg.model.builtin, (None, "tiny-addition"), "model.builtin")
+    _require(
+        cfg.model.builtin is not None or os.path.isdir(cfg.model.path),
+        "model.path",
+        f"no model directory at {cfg.model.path!r} (models load from local disk only)",
+    )
+
+    t = cfg.trainer
+    _require(t.total_steps >= 1, "trainer.total_steps", f"must be >= 1, got {t.total_steps}")
+    _require(t.prompts_per_step >= 1, "trainer.prompts_per_step", f"must be >= 1, got {t.prompts_per_step}")
+    _require(t.save_every >= 0, "trainer.save_every", "must be >= 0 (0 = only at the end)")
+    _require(t.keep_last >= 1, "trainer.keep_last", f"must be >= 1, got {t.keep_last}")
+    _require(
+        t.resume in ("auto", "never") or os.path.isdir(t.resume),
+        "trainer.resume",
+        f"must be 'auto', 'never' or an existing checkpoint dir, got {t.resume!r}",
+    )
+    n_seq = t.prompts_per_step * a.group_size
+    _require(
+        n_seq % a.num_minibatches == 0,
+        "algo.num_minibatches",
+        f"must divide trainer.prompts_per_step * algo.group_size = {n_seq}",
+    )
+
+    e = cfg.eval
+    _require(e.every >= 0, "eval.every", "must be >= 0 (0 = off)")
+    _require(
+        len(e.k) >= 1 and all(k >= 1 for k in e.k),
+        "eval.k",
+        f"must be a non-empty list of ints >= 1, got {list(e.k)}",
+    )
+    _require(e.n is None or e.n >= max(e.k), "eval.n", f"must be >= max(eval.k) = {max(e.k)}, got {e.n}")
+    _require(
+        e.every == 0 or len(cfg.data.eval_files) > 0 or cfg.model.builtin is not None,
+        "data.eval_files",
+        "eval.every > 0 needs a held-out split in data.eval_files",
+    )
+    _require(e.temperature is None or e.temperature > 0, "eval.temperature", "must be > 0 or null")
+    _one_of(cfg.logger.wandb_mode, (None, "offline", "online", "disabled"), "logger.wandb_mode")

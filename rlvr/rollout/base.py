@@ -1,0 +1,43 @@
+"""The rollout engine protocol: what the trainer needs from any sampler (transformers or vLLM)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 256
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]  # generated tokens, EOS included when the model stopped
+    logprobs: list[float]  # log-probability of each generated token under the sampling distribution
+    finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens)
+    text: str  # decoded without special tokens
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class RolloutEngine(Protocol):
+    def generate(
+        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams, seed: int
+    ) -> list[list[Completion]]:
+        """n completions for each prompt (token ids), in prompt order. The same seed reproduces the samples."""
+        ...
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Make the engine sample from `model`'s current weights."""
+        ...
+
+    def close(self) -> None: ...

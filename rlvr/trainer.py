@@ -1,0 +1,356 @@
+"""The RL loop: rollout -> verify -> advantages -> update -> sync -> log -> checkpoint.
+
+`prepare` does everything that can fail on bad input (config, data rows, prompt lengths) before any model
+loads; `Trainer.run` is the loop and reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from rlvr import checkpoint
+from rlvr.config import RLVRConfig, validate
+from rlvr.data.prompts import Problem, PromptSampler, encode_prompts, load_problems
+from rlvr.evaluate import evaluate_pass_at_k
+from rlvr.learner import Learner
+from rlvr.metrics import ConsoleSink, JsonlSink, MetricsLogger, WandbSink, entropy_stats, write_entropy_edges
+from rlvr.reward import MathVerifier
+from rlvr.rollout.base import SamplingParams
+from rlvr.rollout.collect import Collected, collect, rollout_metrics, sample_groups, to_batch
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from (run seed, purpose, step, round ...): distinct inputs never share a stream by accident."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def ensure_builtin_assets(cfg: RLVRConfig) -> None:
+    """Build the embedded default's model and data (a few minutes on CPU) if they are not there yet."""
+    if cfg.model.builtin is None or Path(cfg.model.path).is_dir():
+        return
+    from rlvr.tiny_model import build_tiny_assets
+
+    log.info("building the embedded tiny model at %s (once; cached afterwards)", cfg.model.path)
+    built = build_tiny_assets(Path(cfg.model.path).parent)
+    if built.resolve() != Path(cfg.model.path).resolve():
+        raise RuntimeError(f"model.path must be <dir>/model for model.builtin, got {cfg.model.path}")
+
+
+@dataclass
+class Prepared:
+    """Everything checked and tokenized; no model loaded yet."""
+
+    cfg: RLVRConfig
+    output_dir: Path
+    tokenizer: object
+    train: list[Problem]
+    train_ids: list[list[int]]
+    eval: list[Problem]
+    eval_ids: list[list[int]]
+    resume_from: Path | None
+
+
+def prepare(cfg: RLVRConfig, output_dir: str | Path) -> Prepared:
+    """Validate config and data, tokenize prompts, decide where to resume from. Raises ConfigError/DataError."""
+    from transformers import AutoTokenizer
+
+    from rlvr.config import ConfigError
+
+    validate(cfg)
+    out = Path(output_dir)
+    resume_from = None
+    if cfg.trainer.resume == "auto":
+        resume_from = checkpoint.find_latest(out)
+    elif cfg.trainer.resume == "never":
+        if checkpoint.find_latest(out) is not None:
+            raise ConfigError(
+                "trainer.resume",
+                f"'never', but {out}/checkpoints holds a run; choose another trainer.output_dir or delete it",
+            )
+    else:
+        resume_from = Path(cfg.trainer.resume)
+    ensure_builtin_assets(cfg)
+    train = load_problems(cfg.data.train_files, cfg.data, "data.train_files")
+    evals = load_problems(cfg.data.eval_files, cfg.data, "data.eval_files") if cfg.data.eval_files else []
+    evals = evals[: cfg.data.eval_max_prompts] if cfg.data.eval_max_prompts else evals
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Prepared(
+        cfg,
+        out,
+        tokenizer,
+        train,
+        encode_prompts(tokenizer, train, cfg.data),
+        evals,
+        encode_prompts(tokenizer, evals, cfg.data),
+        resume_from,
+    )
+
+
+def _make_engine(cfg: RLVRConfig, model, tokenizer):
+    if cfg.rollout.backend == "hf":
+        from rlvr.rollout.hf import HFRolloutEngine
+
+        return HFRolloutEngine(model, tokenizer)
+    raise NotImplementedError("rollout.backend=vllm lands with the vLLM issue; use rollout.backend=hf")
+
+
+class Trainer:
+    def __init__(self, prep: Prepared):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from transformers import AutoModelForCausalLM
+
+        cfg = self.cfg = prep.cfg
+        self.prep, self.out = prep, prep.output_dir
+        self.out.mkdir(parents=True, exist_ok=True)
+        set_seed(cfg.trainer.seed)
+        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.model.dtype == "bfloat16" else "no")
+        source = prep.resume_from / "policy" if prep.resume_from else cfg.model.path
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, attn_implementation=cfg.model.attn_implementation
+        )
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.learner = Learner(
+            model,
+            self.accelerator,
+            cfg.algo,
+            cfg.optim,
+            cfg.learner,
+            cfg.rollout.temperature,
+            cfg.trainer.total_steps,
+        )
+        self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
+        self.verifier = MathVerifier(cfg.reward.num_workers, cfg.reward.timeout_s)
+        self.sampler = PromptSampler(len(prep.train), cfg.trainer.seed)
+        self.params = SamplingParams(
+            cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k, cfg.rollout.max_new_tokens
+        )
+        self.step, self.resets, self.stop_requested = 0, 0, False
+        if prep.resume_from:
+            self._restore(prep.resume_from)
+        self.logger = self._make_logger()
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg.trainer
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if self.step == 0 and self._eval_due(0):
+                self.logger.log(0, self.evaluate(0))
+            bar = self._progress_bar()
+            for step in range(self.step + 1, cfg.total_steps + 1):
+                started = time.perf_counter()
+                metrics = self.train_step(step)
+                if self._eval_due(step):
+                    metrics.update(self.evaluate(step))
+                metrics["timing/step_s"] = time.perf_counter() - started
+                self.logger.log(step, metrics)
+                self.step = step
+                bar.update(1)
+                bar.set_postfix(
+                    reward=f"{metrics['reward/mean']:.3f}",
+                    entropy=f"{metrics.get('entropy/mean', float('nan')):.3f}",
+                )
+                if (
+                    self.stop_requested
+                    or step == cfg.total_steps
+                    or (cfg.save_every and step % cfg.save_every == 0)
+                ):
+                    self.save()
+                if self.stop_requested:
+                    log.warning("stop requested: saved step %d, exiting", step)
+                    break
+            bar.close()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.close()
+
+    def train_step(self, step: int) -> dict:
+        a, t = self.cfg.algo, self.cfg.trainer
+        collected = collect(
+            self.sampler.next_indices,
+            lambda idx, rnd: self._sample(idx, step, rnd),
+            t.prompts_per_step,
+            a,
+            self.params.max_new_tokens,
+        )
+        metrics = rollout_metrics(collected, a.group_size)
+        if collected.groups:
+            batch = to_batch(collected.groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
+            learner_metrics, before = self.learner.update(batch)
+            metrics.update(learner_metrics)
+            mask = batch.response_mask.to(before["entropy"].device)
+            metrics.update(entropy_stats(before["entropy"][mask]))
+            diff = (before["logp"][mask] - batch.rollout_logp.to(mask.device)[mask]).abs()
+            metrics.update(
+                {"rollout/logp_diff_mean": diff.mean().item(), "rollout/logp_diff_max": diff.max().item()}
+            )
+            synced = time.perf_counter()
+            self.engine.sync_weights(self.learner.unwrapped)
+            metrics["timing/sync_s"] = time.perf_counter() - synced
+        if self.learner.reference is not None:
+            if a.kl.reset_every and step % a.kl.reset_every == 0:
+                self.learner.reset_reference()
+                self.resets += 1
+            metrics["ref/resets"] = self.resets
+        if t.samples_every and step % t.samples_every == 0:
+            self._write_samples(step, collected)
+        return metrics
+
+    # ---- named steps ----------------------------------------------------------------------------------
+    def _sample(self, indices: list[int], step: int, round_: int):
+        seed = derive_seed(self.cfg.trainer.seed, "rollout", step, round_)
+        return sample_groups(
+            self.engine,
+            self.verifier,
+            self.prep.train_ids,
+            [p.answer for p in self.prep.train],
+            indices,
+            self.cfg.algo.group_size,
+            self.params,
+            seed,
+            self.cfg.reward,
+        )
+
+    def _eval_due(self, step: int) -> bool:
+        e = self.cfg.eval
+        if e.every == 0 or not self.prep.eval:
+            return False
+        if step == 0:
+            return e.at_start
+        return step % e.every == 0 or step == self.cfg.trainer.total_steps
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        e = self.cfg.eval
+        params = SamplingParams(
+            e.temperature or self.params.temperature,
+            self.params.top_p,
+            self.params.top_k,
+            self.params.max_new_tokens,
+        )
+        started = time.perf_counter()
+        # the same seed at every evaluation: differences between evaluations come from the policy, not the draw
+        result = evaluate_pass_at_k(
+            self.engine,
+            self.verifier,
+            self.prep.eval_ids,
+            [p.answer for p in self.prep.eval],
+            e.k,
+            e.n or max(e.k),
+            params,
+            derive_seed(self.cfg.trainer.seed, "eval"),
+        )
+        result["timing/eval_s"] = time.perf_counter() - started
+        return result
+
+    def _write_samples(self, step: int, collected: Collected) -> None:
+        path = self.out / "samples" / f"step_{step:06d}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
+            for g in collected.sampled:
+                prob = self.prep.train[g.prompt_index]
+                for c, v, r in zip(g.completions, g.verdicts, g.rewards):
+                    row = {
+                        "origin": prob.origin,
+                        "prompt": prob.prompt,
+                        "gold": prob.answer,
+                        "completion": c.text,
+                        "verdict": v.value,
+                        "reward": r,
+                        "finish_reason": c.finish_reason,
+                    }
+                    f.write(json.dumps(row) + "\n")
+
+    def _request_stop(self, signum, frame) -> None:
+        log.warning("received signal %d: finishing the current step, then saving", signum)
+        self.stop_requested = True
+
+    # ---- state ----------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "resets": self.resets,
+            "sampler": self.sampler.state_dict(),
+            "optimizer": self.learner.optimizer.state_dict(),
+            "scheduler": self.learner.scheduler.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+
+    def save(self) -> None:
+        reference = self.learner.reference if self.resets > 0 else None
+        checkpoint.save_checkpoint(
+            self.out,
+            self.step,
+            self.learner.unwrapped,
+            self.prep.tokenizer,
+            reference,
+            self.state(),
+            self.cfg.trainer.keep_last,
+        )
+
+    def _restore(self, path: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        state = checkpoint.load_state(path)
+        self.step, self.resets = state["step"], state["resets"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.learner.optimizer.load_state_dict(state["optimizer"])
+        self.learner.scheduler.load_state_dict(state["scheduler"])
+        checkpoint.set_rng_state(state["rng"])
+        if (path / "reference").is_dir() and self.learner.reference is not None:
+            ref = AutoModelForCausalLM.from_pretrained(path / "reference", dtype=torch.float32)
+            self.learner.reference.load_state_dict(ref.state_dict())
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _make_logger(self) -> MetricsLogger:
+        jsonl = JsonlSink(self.out / "metrics.jsonl")
+        jsonl.truncate_after(self.step)  # steps logged after the checkpoint we resume from are redone
+        write_entropy_edges(self.out)
+        sinks = [jsonl, ConsoleSink(every=self.cfg.logger.console_every)]
+        if self.cfg.logger.wandb:
+            run_id = derive_seed(str(self.out.resolve()))
+            config = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)
+            sinks.append(
+                WandbSink(
+                    self.out,
+                    self.cfg.logger.wandb_project,
+                    self.out.name,
+                    config,
+                    self.cfg.logger.wandb_mode,
+                    id=f"{run_id:x}",
+                    resume="allow",
+                )
+            )
+        return MetricsLogger(sinks)
+
+    def _progress_bar(self):
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.cfg.trainer.total_steps,
+            initial=self.step,
+            desc="rl steps",
+            disable=not self.cfg.trainer.progress_bar,
+            dynamic_ncols=True,
+        )
+
+    def close(self) -> None:
+        self.logger.close()
+        self.verifier.close()
+        self.engine.close()

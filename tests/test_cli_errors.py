@@ -1,0 +1,74 @@
+"""The real `rlvr-train` command stops on bad input with one line naming the problem, before any model work.
+
+RLVR_CACHE_DIR points at an empty directory: building the embedded model there would take minutes and leave
+a `tiny-addition/` directory behind, so an empty cache afterwards proves no build was attempted.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+RLVR_TRAIN = Path(sys.executable).parent / "rlvr-train"
+
+
+def _run(args: list[str], cwd: Path, cache: Path) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "RLVR_CACHE_DIR": str(cache), "WANDB_MODE": "disabled"}
+    env.pop("RLVR_DATA_DIR", None)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(RLVR_TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    return proc, time.monotonic() - started
+
+
+def _last_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    return lines[-1]
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    cache.mkdir()
+    work.mkdir()
+    return work, cache
+
+
+def test_bad_config_value_exits_2_before_model_build(dirs):
+    work, cache = dirs
+    proc, seconds = _run(["algo.clip.eps_high=0.1", f"trainer.output_dir={work / 'run'}"], work, cache)
+    assert proc.returncode == 2, proc.stderr
+    assert _last_line(proc.stderr).startswith(
+        "rlvr-train: error: algo.clip.eps_high: must be >= algo.clip.eps_low"
+    )
+    assert "Traceback" not in proc.stderr
+    assert list(cache.iterdir()) == []  # no tiny-addition/ build started
+    assert seconds < 60  # the model build alone takes minutes
+
+
+def test_bad_data_row_exits_2_before_model_load(dirs):
+    work, cache = dirs
+    empty_model = work / "empty-model"  # loading a tokenizer/model from here would fail differently
+    empty_model.mkdir()
+    rows = [{"question": "1+1", "answer": "2"}, {"question": "2+2"}, {"question": "3+3", "answer": "6"}]
+    (work / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [
+        "model.builtin=null",
+        f"model.path={empty_model}",
+        "data.train_files=[bad.jsonl]",
+        "data.eval_files=[]",
+        "eval.every=0",  # no held-out split: evaluation off, or validate stops on data.eval_files first
+        f"trainer.output_dir={work / 'run'}",
+    ]
+    proc, _ = _run(args, work, cache)
+    assert proc.returncode == 2, proc.stderr
+    last = _last_line(proc.stderr)
+    assert last.startswith("rlvr-train: error: bad.jsonl: row 2: field 'answer'"), last
+    assert "Traceback" not in proc.stderr
+    assert list(cache.iterdir()) == []

@@ -1,0 +1,173 @@
+import copy
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from rlvr.config import ConfigError, RLVRConfig, register_configs, validate
+from rlvr.train import CONFIG_DIR
+
+
+def _compose(*overrides: str) -> RLVRConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("config", overrides=list(overrides)))
+    assert isinstance(cfg, RLVRConfig)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> RLVRConfig:
+    return _compose()
+
+
+@pytest.fixture
+def cfg(quickstart) -> RLVRConfig:
+    return copy.deepcopy(quickstart)
+
+
+# ---- presets -------------------------------------------------------------------------------------------
+
+
+def test_default_is_quickstart_and_valid(quickstart):
+    assert quickstart == _compose("experiment=quickstart")
+    assert quickstart.model.builtin == "tiny-addition"
+    assert quickstart.rollout.backend == "hf"
+    assert quickstart.algo.name == "dapo"
+    assert quickstart.algo.overlong.shaping is False  # the experiment overrides dapo's 4096-token cache
+    assert quickstart.eval.k == [1, 4] and quickstart.eval.n == 4
+    validate(quickstart)
+
+
+def test_grpo_preset():
+    a = _compose("algo=grpo").algo
+    assert (a.name, a.loss_agg, a.clip.eps_low, a.clip.eps_high) == ("grpo", "seq_mean_token_mean", 0.2, 0.2)
+    assert a.dynamic_sampling.enabled is False and a.kl.coef == 0.0
+
+
+def test_dapo_preset():
+    a = _compose("algo=dapo").algo
+    assert a.name == "dapo"
+    assert a.clip.eps_low == 0.2 and a.clip.eps_high == 0.28
+    assert a.loss_agg == "token_mean"
+    assert a.dynamic_sampling.enabled is True
+    assert a.kl.coef == 0.0
+
+
+def test_forking_tokens_preset_inherits_dapo():
+    a = _compose("algo=forking_tokens").algo
+    assert a.name == "forking_tokens"
+    assert a.entropy_mask.top_frac == 0.2
+    assert (a.clip.eps_low, a.clip.eps_high, a.loss_agg) == (0.2, 0.28, "token_mean")
+    assert a.dynamic_sampling.enabled is True
+
+
+def test_prorl_preset():
+    a = _compose("algo=prorl").algo
+    assert a.name == "prorl"
+    assert a.kl.coef > 0
+    assert a.kl.reset_every is not None and a.kl.reset_every >= 1
+    assert a.kl.reset_optimizer is True
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dapo", "prorl", "forking_tokens"])
+def test_every_algo_preset_validates_on_quickstart(algo):
+    validate(_compose(f"algo={algo}"))
+
+
+def test_qwen_math_dapo_experiment(tmp_path, monkeypatch):
+    (tmp_path / "Qwen2.5-Math-1.5B").mkdir()
+    monkeypatch.setenv("RLVR_MODEL_DIR", str(tmp_path))
+    c = _compose("experiment=qwen_math_dapo")
+    assert c.model.path == str(tmp_path / "Qwen2.5-Math-1.5B") and c.model.builtin is None
+    assert c.model.dtype == "bfloat16"
+    assert c.rollout.backend == "vllm"
+    assert c.algo.name == "dapo" and c.algo.clip.eps_high == 0.28 and c.algo.group_size == 16
+    assert c.algo.overlong.shaping is True and c.algo.overlong.cache_len == 512
+    assert c.data.use_chat_template is True and c.data.question_key == "problem"
+    assert c.logger.wandb is True
+    validate(c)
+
+
+# ---- validate ------------------------------------------------------------------------------------------
+
+
+def _set(path: str, value):
+    def apply(c: RLVRConfig, tmp_path):
+        *parents, leaf = path.split(".")
+        node = c
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value(tmp_path) if callable(value) else value)
+
+    return apply
+
+
+def _no_model(c: RLVRConfig, tmp_path):
+    c.model.builtin = None
+    c.model.path = str(tmp_path / "no-such-model")
+
+
+REJECTED = [
+    ("algo.clip.eps_high", _set("algo.clip.eps_high", 0.1)),
+    ("algo.group_size", _set("algo.group_size", 1)),
+    ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 0.0)),
+    ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 1.5)),
+    ("rollout.backend", _set("rollout.backend", "sglang")),
+    ("algo.loss_agg", _set("algo.loss_agg", "seq_sum")),
+    ("algo.kl.estimator", _set("algo.kl.estimator", "k4")),
+    ("algo.num_minibatches", _set("algo.num_minibatches", 3)),  # 32 prompts * 8 = 256 sequences
+    ("eval.n", _set("eval.n", 3)),  # eval.k = [1, 4]
+    ("model.path", _no_model),
+    ("trainer.resume", _set("trainer.resume", lambda tmp: str(tmp / "missing" / "step_000010"))),
+]
+
+
+@pytest.mark.parametrize(("key", "change"), REJECTED, ids=[f"{k}-{i}" for i, (k, _) in enumerate(REJECTED)])
+def test_validate_rejects_naming_the_key(cfg, tmp_path, key, change):
+    change(cfg, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+
+
+def _existing_model(c: RLVRConfig, tmp_path):
+    c.model.builtin = None
+    c.model.path = str(tmp_path)
+
+
+ACCEPTED = [  # the boundary values just inside each rule above
+    _set("algo.clip.eps_high", 0.2),
+    _set("algo.group_size", 2),
+    _set("algo.entropy_mask.top_frac", 1.0),
+    _set("rollout.backend", "vllm"),
+    _set("algo.num_minibatches", 4),
+    _set("eval.n", 4),
+    _existing_model,
+    _set("trainer.resume", lambda tmp: str(tmp)),
+    _set("trainer.resume", "never"),
+]
+
+
+@pytest.mark.parametrize("change", ACCEPTED)
+def test_validate_accepts_boundaries(cfg, tmp_path, change):
+    change(cfg, tmp_path)
+    validate(cfg)
+
+
+# ---- Hydra's own checks --------------------------------------------------------------------------------
+
+
+def test_hydra_rejects_unknown_key():
+    with pytest.raises(ConfigCompositionException) as info:
+        _compose("algo.clip.eps_hgh=0.3")
+    assert "algo.clip.eps_hgh" in str(info.value)
+
+
+def test_hydra_rejects_wrong_type():
+    with pytest.raises(ConfigCompositionException) as info:
+        _compose("algo.group_size=abc")
+    assert "algo.group_size" in str(info.value)
+    assert "could not be converted to Integer" in str(info.value.__cause__)

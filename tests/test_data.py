@@ -1,0 +1,210 @@
+import json
+
+import pytest
+
+from rlvr.config import DataConfig
+from rlvr.data.prompts import DataError, Problem, PromptSampler, encode_prompts, load_problems, read_rows
+from rlvr.tiny_model import build_tokenizer
+
+ROWS = [
+    {"question": "What is 2+3?", "answer": 5, "topic": "add"},
+    {"question": "What is 7+8?", "answer": 15, "topic": "add"},
+    {"question": "What is 9-4?", "answer": 5, "topic": "sub"},
+]
+TEMPLATE = "[{topic}] {question}"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def _cfg(**kw) -> DataConfig:
+    return DataConfig(train_files=[], prompt_template=kw.pop("prompt_template", TEMPLATE), **kw)
+
+
+def _jsonl(path, rows, raw_lines=()):
+    lines = [json.dumps(r) for r in rows] + list(raw_lines)
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _write(fmt: str, tmp_path) -> str:
+    if fmt == "jsonl":
+        return _jsonl(tmp_path / "d.jsonl", ROWS)
+    if fmt == "json":
+        (tmp_path / "d.json").write_text(json.dumps(ROWS))
+        return str(tmp_path / "d.json")
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "d.parquet")
+        return str(tmp_path / "d.parquet")
+    import datasets
+
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "ds"))
+    return str(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "datasets_dir"])
+def test_every_format_loads_the_same_problems(tmp_path, fmt):
+    path = _write(fmt, tmp_path)
+    problems = load_problems([path], _cfg(), "data.train_files")
+    assert problems == [
+        Problem("[add] What is 2+3?", "5", f"{path}: row 1"),
+        Problem("[add] What is 7+8?", "15", f"{path}: row 2"),
+        Problem("[sub] What is 9-4?", "5", f"{path}: row 3"),
+    ]
+
+
+def test_answers_become_stripped_strings_and_files_concatenate(tmp_path):
+    a = _jsonl(
+        tmp_path / "a.jsonl",
+        [{"question": "q1", "answer": 2.5}, {"question": "q2", "answer": " \\frac{1}{2} "}],
+    )
+    b = _jsonl(tmp_path / "b.jsonl", [{"question": "q3", "answer": 0}])
+    problems = load_problems([a, b], _cfg(prompt_template="{question}"), "data.train_files")
+    assert [(p.prompt, p.answer, p.origin) for p in problems] == [
+        ("q1", "2.5", f"{a}: row 1"),
+        ("q2", "\\frac{1}{2}", f"{a}: row 2"),
+        ("q3", "0", f"{b}: row 1"),
+    ]
+
+
+# ---- bad input: the message names the file and the row --------------------------------------------------
+
+
+def test_invalid_json_line_names_row(tmp_path):
+    path = _jsonl(tmp_path / "bad.jsonl", ROWS[:2], ['{"question": "x", "answer": '])
+    with pytest.raises(DataError, match="not valid JSON") as info:
+        load_problems([path], _cfg(), "data.train_files")
+    assert f"{path}: row 3:" in str(info.value)
+
+
+def test_missing_answer_names_row(tmp_path):
+    path = _jsonl(tmp_path / "bad.jsonl", [ROWS[0], {"question": "q", "topic": "t"}, ROWS[2]])
+    with pytest.raises(DataError, match="'answer'") as info:
+        load_problems([path], _cfg(), "data.train_files")
+    assert f"{path}: row 2:" in str(info.value)
+
+
+def test_empty_question_names_row(tmp_path):
+    (tmp_path / "bad.json").write_text(
+        json.dumps([ROWS[0], ROWS[1], {"question": "  ", "answer": 1, "topic": "t"}])
+    )
+    path = str(tmp_path / "bad.json")
+    with pytest.raises(DataError, match="'question'") as info:
+        load_problems([path], _cfg(), "data.train_files")
+    assert f"{path}: row 3:" in str(info.value)
+
+
+def test_template_with_missing_field_names_row(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", ROWS)
+    with pytest.raises(DataError, match="prompt_template") as info:
+        load_problems([path], _cfg(prompt_template="{question} ({hint})"), "data.train_files")
+    assert f"{path}: row 1:" in str(info.value) and "hint" in str(info.value)
+
+
+def test_missing_file_names_key_and_path(tmp_path):
+    path = str(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError) as info:
+        load_problems([path], _cfg(), "data.eval_files")
+    assert str(info.value) == f"data.eval_files: {path}: no such file or directory"
+
+
+def test_unsupported_extension_names_file(tmp_path):
+    (tmp_path / "d.csv").write_text("question,answer\nq,1\n")
+    path = str(tmp_path / "d.csv")
+    with pytest.raises(DataError, match="unsupported format") as info:
+        load_problems([path], _cfg(), "data.train_files")
+    assert str(info.value).startswith(f"{path}:")
+
+
+def test_saved_dataset_dict_is_rejected(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(DataError, match="several splits.*train"):
+        read_rows(tmp_path / "dd")
+
+
+def test_too_long_prompt_names_row(tmp_path, tok):
+    rows = [{"question": "1+1", "answer": 2}, {"question": "12345678901", "answer": 1}]
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    cfg = _cfg(prompt_template="{question}", max_prompt_tokens=10)  # byte-level: one token per character
+    problems = load_problems([path], cfg, "data.train_files")
+    with pytest.raises(DataError) as info:
+        encode_prompts(tok, problems, cfg)
+    assert str(info.value).startswith(f"{path}: row 2: prompt has 11 tokens > data.max_prompt_tokens=10")
+    cfg.max_prompt_tokens = 11  # exactly at the limit is fine, never cut
+    ids = encode_prompts(tok, problems, cfg)
+    assert [tok.decode(i) for i in ids] == ["1+1", "12345678901"]
+
+
+# ---- chat template and system prompt -------------------------------------------------------------------
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def test_chat_template_renders_system_and_user():
+    tok = build_tokenizer()  # its own: the shared fixture stays template-free
+    tok.chat_template = CHAT_TEMPLATE
+    problems = [Problem("What is 2+3?", "5", "f: row 1")]
+    cfg = _cfg(use_chat_template=True, system_prompt="Answer in \\boxed{}.")
+    (ids,) = encode_prompts(tok, problems, cfg)
+    assert all(isinstance(i, int) for i in ids)
+    assert tok.decode(ids) == "<system>Answer in \\boxed{}.\n<user>What is 2+3?\n<assistant>"
+
+    cfg.system_prompt = None
+    (ids,) = encode_prompts(tok, problems, cfg)
+    assert tok.decode(ids) == "<user>What is 2+3?\n<assistant>"
+
+
+def test_system_prompt_without_chat_template(tok):
+    (ids,) = encode_prompts(tok, [Problem("What is 2+3?", "5", "f: row 1")], _cfg(system_prompt="Be brief."))
+    assert tok.decode(ids) == "Be brief.\nWhat is 2+3?"
+
+
+# ---- PromptSampler -------------------------------------------------------------------------------------
+
+
+def _draw(sampler: PromptSampler, sizes) -> list[int]:
+    return [i for n in sizes for i in sampler.next_indices(n)]
+
+
+def test_sampler_is_deterministic_per_seed():
+    assert _draw(PromptSampler(10, seed=1), [3, 4, 5]) == _draw(PromptSampler(10, seed=1), [3, 4, 5])
+    assert _draw(PromptSampler(10, seed=1), [12]) != _draw(PromptSampler(10, seed=2), [12])
+
+
+def test_sampler_covers_each_epoch_once_and_reshuffles():
+    s = PromptSampler(10, seed=0)
+    drawn = _draw(s, [3, 3, 3, 3, 3, 3, 2])  # 20 = two epochs, batches straddling the boundary
+    first, second = drawn[:10], drawn[10:]
+    assert sorted(first) == list(range(10)) and sorted(second) == list(range(10))
+    assert first != second and first != list(range(10))
+    assert s.next_indices(25)[:10] != first  # a batch larger than the dataset spans epochs too
+
+
+@pytest.mark.parametrize("drawn", [7, 10])  # mid-epoch and exactly at the epoch boundary
+def test_sampler_resume_continues_exactly(drawn):
+    uninterrupted = PromptSampler(10, seed=3)
+    before = _draw(uninterrupted, [drawn])
+    expected = _draw(uninterrupted, [4, 9])
+
+    first = PromptSampler(10, seed=3)
+    assert _draw(first, [drawn]) == before
+    state = json.loads(json.dumps(first.state_dict()))  # plain values only
+    resumed = PromptSampler(10, seed=99)  # the checkpoint's seed wins
+    resumed.load_state_dict(state)
+    assert _draw(resumed, [4, 9]) == expected
+
+
+def test_sampler_load_rejects_other_dataset_size():
+    state = PromptSampler(10, seed=0).state_dict()
+    with pytest.raises(DataError, match="10 prompts, now 11"):
+        PromptSampler(11, seed=0).load_state_dict(state)

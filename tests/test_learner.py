@@ -1,0 +1,121 @@
+import copy
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from rlvr.algo import entropy_from_logits, logprobs_from_logits
+from rlvr.config import AlgoConfig, KLConfig, LearnerConfig, OptimConfig
+from rlvr.learner import Learner, RolloutBatch, lr_factor, response_logp_entropy
+
+
+def _batch(tokenizer, seed=0, n=6):
+    """n right-padded prompt+response rows with responses of different lengths."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [tokenizer(f"{i}+{i + 3}=", add_special_tokens=False)["input_ids"] for i in range(n)]
+    lengths = [1 + (i * 2) % 5 for i in range(n)]
+    width = max(len(p) + L for p, L in zip(prompts, lengths))
+    ids = torch.full((n, width), tokenizer.pad_token_id)
+    att = torch.zeros((n, width), dtype=torch.long)
+    resp = torch.zeros((n, width), dtype=torch.bool)
+    for i, (p, L) in enumerate(zip(prompts, lengths)):
+        ids[i, : len(p)] = torch.tensor(p)
+        ids[i, len(p) : len(p) + L] = torch.randint(0, 250, (L,), generator=g)
+        att[i, : len(p) + L] = 1
+        resp[i, len(p) : len(p) + L] = True
+    adv = torch.randn(n, generator=g)
+    return RolloutBatch(ids, att, resp, adv, torch.zeros(n, width))
+
+
+def _plain(model, batch, temperature):
+    """Reference: full logits for every position, then log-softmax and entropy."""
+    logits = (
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1] / temperature
+    )
+    logp = torch.zeros(batch.input_ids.shape)
+    ent = torch.zeros(batch.input_ids.shape)
+    logp[:, 1:] = logprobs_from_logits(logits, batch.input_ids[:, 1:])
+    ent[:, 1:] = entropy_from_logits(logits).detach()
+    mask = batch.response_mask
+    return logp * mask, ent * mask
+
+
+@pytest.mark.parametrize("chunk_size", [3, 7, 4096])  # 3 and 7 do not divide the 18 response tokens
+def test_chunked_logp_entropy_and_grads_equal_plain(tiny_model, tokenizer, chunk_size):
+    batch = _batch(tokenizer)
+    other = copy.deepcopy(tiny_model)
+    w = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
+
+    logp, ent = response_logp_entropy(
+        tiny_model, batch.input_ids, batch.attention_mask, batch.response_mask, 0.7, chunk_size
+    )
+    ref_logp, ref_ent = _plain(other, batch, 0.7)
+    torch.testing.assert_close(logp, ref_logp, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ent, ref_ent, rtol=1e-5, atol=1e-6)
+    assert (logp[~batch.response_mask] == 0).all()
+
+    (logp * w).sum().backward()
+    (ref_logp * w).sum().backward()
+    for (name, p), q in zip(tiny_model.named_parameters(), other.parameters()):
+        torch.testing.assert_close(
+            p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}"
+        )
+
+
+def test_lr_factor_warmup_then_cosine():
+    # warm-up 4 steps: (step+1)/4 -> 0.25, 0.5, 0.75, 1.0; then cosine over the remaining 4 steps:
+    # step 6 is progress 2/4 -> 0.5 * (1 + cos(pi/2)) = 0.5
+    assert [lr_factor(s, 4, 8, "cosine") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(6, 4, 8, "cosine") == pytest.approx(0.5)
+    assert lr_factor(8, 4, 8, "cosine") == pytest.approx(0.0)
+    assert lr_factor(100, 0, 8, "constant") == 1.0
+
+
+def _learner(model, micro_batch_size, adam_eps=1e-8, **algo_overrides):
+    algo = AlgoConfig(loss_agg="token_mean", **algo_overrides)
+    optim = OptimConfig(lr=1e-2, max_grad_norm=1e9, eps=adam_eps)
+    return Learner(
+        model, Accelerator(cpu=True), algo, optim, LearnerConfig(micro_batch_size=micro_batch_size), 1.0, 10
+    )
+
+
+def test_update_is_independent_of_micro_batch_size(tiny_model, tokenizer):
+    """Gradient accumulation with full-batch loss weights gives the same step as one big batch."""
+    batch = _batch(tokenizer, n=8)
+    # Adam's first step is lr * sign(g) where |g| >> eps, which would turn rounding noise in near-zero gradients
+    # into full-size differences; a large eps makes the step proportional to g, so equal steps mean equal grads.
+    a = _learner(copy.deepcopy(tiny_model), micro_batch_size=8, adam_eps=1.0)
+    b = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0)
+    ma, _ = a.update(batch)
+    mb, _ = b.update(batch)
+    assert ma["loss/policy"] == pytest.approx(mb["loss/policy"], rel=1e-5)
+    assert ma["grad/norm"] == pytest.approx(mb["grad/norm"], rel=1e-4)
+    for p, q in zip(a.unwrapped.parameters(), b.unwrapped.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
+    changed = any(not torch.equal(p, q) for p, q in zip(a.unwrapped.parameters(), tiny_model.parameters()))
+    assert changed, "the update must move the weights"
+
+
+def test_several_updates_per_batch_use_old_logprobs(tiny_model, tokenizer):
+    """With mu=2 the second pass sees ratios != 1, so the clip statistics can become non-zero, and the
+    returned 'before' tensors are the policy before any update (equal to a fresh forward of the old model)."""
+    batch = _batch(tokenizer, n=8)
+    learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=4, ppo_epochs=2, num_minibatches=2)
+    metrics, before = learner.update(batch)
+    ref_logp, ref_ent = _plain(tiny_model, batch, 1.0)
+    torch.testing.assert_close(before["logp"], ref_logp.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(before["entropy"], ref_ent, rtol=1e-5, atol=1e-6)
+    assert metrics["clip/low_frac"] + metrics["clip/high_frac"] > 0  # lr 1e-2 moves ratios past 1 +- 0.2
+
+
+def test_kl_reference_and_reset(tiny_model, tokenizer):
+    batch = _batch(tokenizer, n=4)
+    learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=4, kl=KLConfig(coef=0.1))
+    first, _ = learner.update(batch)
+    assert first["kl/ref"] == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first step
+    second, _ = learner.update(batch)
+    assert second["kl/ref"] > 1e-6  # the policy moved away from the reference
+    learner.reset_reference()
+    for p, q in zip(learner.reference.parameters(), learner.unwrapped.parameters()):
+        assert torch.equal(p, q)
+    assert not any(p.requires_grad for p in learner.reference.parameters())
