@@ -97,7 +97,7 @@ def collect(
         if not cfg.dynamic_sampling.enabled:
             result.groups = groups
             return result
-        rewards = torch.tensor([r for g in groups for r in g.rewards])
+        rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
         signal = algo.groups_with_signal(rewards, cfg.group_size).tolist()
         result.groups.extend(g for g, ok in zip(groups, signal) if ok)
         if len(result.groups) >= batch_groups or result.rounds > cfg.dynamic_sampling.max_rounds:
@@ -134,7 +134,7 @@ def rollout_metrics(collected: Collected, group_size: int) -> dict[str, float]:
     """Reward, accuracy, length and group statistics over every completion sampled this step."""
     comps = [c for g in collected.sampled for c in g.completions]
     verdicts = [v for g in collected.sampled for v in g.verdicts]
-    rewards = torch.tensor([r for g in collected.sampled for r in g.rewards])
+    rewards = torch.tensor([r for g in collected.sampled for r in g.rewards], dtype=torch.float32)
     lengths = torch.tensor([len(c.token_ids) for c in comps], dtype=torch.float32)
     zero_std = ~algo.groups_with_signal(rewards, group_size)
     n = len(comps)

@@ -1,0 +1,99 @@
+import torch
+
+from rlvr.config import AlgoConfig, DynamicSamplingConfig, OverlongConfig
+from rlvr.reward import Verdict
+from rlvr.rollout.base import Completion
+from rlvr.rollout.collect import Group, collect, rollout_metrics, to_batch
+
+
+def _group(index: int, rewards: list[float], length: int = 2) -> Group:
+    comps = [Completion(list(range(10, 10 + length)), [-0.5] * length, "stop", "x") for _ in rewards]
+    verdicts = [Verdict.CORRECT if r > 0 else Verdict.INCORRECT for r in rewards]
+    return Group(index, comps, verdicts, list(rewards))
+
+
+class FakeSampler:
+    """Serves groups from a script: round r returns script[r][:count]; records what was asked."""
+
+    def __init__(self, script):
+        self.script, self.asked, self.next = script, [], 0
+
+    def indices(self, count):
+        out = list(range(self.next, self.next + count))
+        self.next += count
+        return out
+
+    def sample(self, indices, round_):
+        self.asked.append((len(indices), round_))
+        return [_group(i, r) for i, r in zip(indices, self.script[round_])], 0.5, 0.25
+
+
+def test_dynamic_sampling_refills_until_full():
+    # B=3, G=2. Round 0: [1,1] no signal, [0,1] keep, [0,0] no signal -> 1 kept, 2 more needed.
+    # Round 1 (2 prompts): [1,0] keep, [1,1] no -> 2 kept. Round 2 (1 prompt): [0,1] keep -> 3 kept, done.
+    fake = FakeSampler([[[1, 1], [0, 1], [0, 0]], [[1, 0], [1, 1]], [[0, 1]]])
+    cfg = AlgoConfig(group_size=2, dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=3))
+    got = collect(fake.indices, fake.sample, 3, cfg, max_new_tokens=8)
+    assert fake.asked == [(3, 0), (2, 1), (1, 2)]
+    assert [g.rewards for g in got.groups] == [[0, 1], [1, 0], [0, 1]]
+    assert got.rounds == 3 and len(got.sampled) == 6
+    assert got.rollout_s == 1.5 and got.verify_s == 0.75
+    m = rollout_metrics(got, group_size=2)
+    # 6 sampled groups, 3 without signal -> zero_std_frac 0.5; 12 completions, 2+1+0+1+2+1 = 7 correct -> 7/12
+    assert m["groups/zero_std_frac"] == 0.5 and m["acc/mean"] == 7 / 12 and m["dynamic/rounds"] == 3
+
+
+def test_dynamic_sampling_stops_after_max_rounds():
+    fake = FakeSampler([[[1, 1], [0, 0]], [[1, 1], [0, 1]], [[0, 0]]])
+    cfg = AlgoConfig(group_size=2, dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=1))
+    got = collect(fake.indices, fake.sample, 2, cfg, max_new_tokens=8)
+    assert got.rounds == 2 and [g.rewards for g in got.groups] == [[0, 1]]  # batch ends smaller, never larger
+
+
+def test_without_dynamic_sampling_everything_is_kept():
+    fake = FakeSampler([[[1, 1], [0, 0]]])
+    got = collect(fake.indices, fake.sample, 2, AlgoConfig(group_size=2), max_new_tokens=8)
+    assert got.rounds == 1 and len(got.groups) == 2
+
+
+def test_overlong_shaping_is_added_to_rewards():
+    # max 8 tokens, cache 2: length 7 -> (8-2-7)/2 = -0.5
+    fake = FakeSampler([[[1, 0]]])
+    cfg = AlgoConfig(group_size=2, overlong=OverlongConfig(shaping=True, cache_len=2))
+
+    def sample(indices, round_):
+        return [_group(indices[0], [1, 0], length=7)], 0.0, 0.0
+
+    got = collect(fake.indices, sample, 1, cfg, max_new_tokens=8)
+    assert got.groups[0].rewards == [0.5, -0.5]
+
+
+def test_to_batch_aligns_tokens_logprobs_and_advantages():
+    prompts = [[1, 2, 3], [4]]
+    g0 = Group(
+        0,
+        [Completion([7, 8], [-0.1, -0.2], "stop", ""), Completion([9], [-0.3], "length", "")],
+        [],
+        [1.0, 0.0],
+    )
+    g1 = Group(
+        1,
+        [Completion([5, 6, 7], [-1.0, -2.0, -3.0], "stop", ""), Completion([5], [-4.0], "stop", "")],
+        [],
+        [0.0, 0.0],
+    )
+    cfg = AlgoConfig(group_size=2, advantage="drgrpo", overlong=OverlongConfig(filter=True))
+    b = to_batch([g0, g1], prompts, cfg, pad_id=0)
+    assert b.input_ids.tolist() == [[1, 2, 3, 7, 8], [1, 2, 3, 9, 0], [4, 5, 6, 7, 0], [4, 5, 0, 0, 0]]
+    assert b.attention_mask.sum(-1).tolist() == [5, 4, 4, 2]
+    # row 1 was truncated: overlong filtering removes it from the loss
+    assert b.response_mask.tolist() == [
+        [False, False, False, True, True],
+        [False] * 5,
+        [False, True, True, True, False],
+        [False, True, False, False, False],
+    ]
+    torch.testing.assert_close(b.rollout_logp[0, 3:], torch.tensor([-0.1, -0.2]))
+    torch.testing.assert_close(b.rollout_logp[2, 1:4], torch.tensor([-1.0, -2.0, -3.0]))
+    # Dr. GRPO advantages: group 0 mean 0.5 -> [+0.5, -0.5]; group 1 all zero
+    torch.testing.assert_close(b.advantages, torch.tensor([0.5, -0.5, 0.0, 0.0]))

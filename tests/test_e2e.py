@@ -1,0 +1,103 @@
+"""End to end through the real command: `rlvr-train` on a freshly built tiny model, then resume, then report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlvr.tiny_model import build_tiny_assets
+
+BIN = Path(sys.executable).parent
+CONTRACT_STEP_KEYS = {
+    "reward/mean", "acc/mean", "response/len_mean", "response/truncated_frac", "groups/zero_std_frac",
+    "entropy/mean", "entropy/p10", "entropy/p50", "entropy/p90", "entropy/p99", "entropy/hist", "entropy/top20_mean",
+    "clip/low_frac", "clip/high_frac", "loss/policy", "grad/norm", "lr", "timing/rollout_s", "timing/verify_s",
+    "timing/learner_s", "timing/sync_s", "timing/step_s", "throughput/gen_tokens_per_s", "throughput/learner_tokens_per_s",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    build_tiny_assets(root / "tiny-addition", sft_steps=300)
+    return root
+
+
+def _train(cache_dir, out, *overrides, check=True):
+    env = {**os.environ, "RLVR_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [
+        str(BIN / "rlvr-train"),
+        "experiment=quickstart",
+        "rollout.backend=hf",
+        f"trainer.output_dir={out}",
+    ]
+    cmd += ["data.eval_max_prompts=16", "trainer.progress_bar=false", *overrides]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=out.parent)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _lines(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_resume_report(cache_dir, tmp_path):
+    out = tmp_path / "run"
+    _train(
+        cache_dir,
+        out,
+        "trainer.total_steps=3",
+        "eval.every=2",
+        "trainer.samples_every=1",
+        "trainer.save_every=3",
+        "logger=wandb",
+    )
+    lines = _lines(out)
+    assert [d["step"] for d in lines] == [0, 1, 2, 3]
+    assert set(lines[0]) == {"step", "eval/pass@1", "eval/pass@4", "timing/eval_s"}  # the baseline evaluation
+    for d in lines[1:]:
+        assert set(d) >= CONTRACT_STEP_KEYS, CONTRACT_STEP_KEYS - set(d)
+        assert sum(d["entropy/hist"]) > 0
+    assert "eval/pass@1" in lines[2] and "eval/pass@1" in lines[3]  # every 2 steps and at the end
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_000003"
+    assert (out / "config.yaml").exists() and (out / "samples" / "step_000002.jsonl").exists()
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+
+    proc = _train(cache_dir, out, "trainer.total_steps=5", "eval.every=2")
+    assert "resumed from" in proc.stderr + proc.stdout
+    assert [d["step"] for d in _lines(out)] == [0, 1, 2, 3, 4, 5]
+
+    report = subprocess.run([str(BIN / "rlvr-report"), str(out)], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    for name in ("reward.png", "entropy.png", "entropy_hist.png", "clip.png", "summary.md"):
+        assert (out / "report" / name).stat().st_size > 0
+
+
+def test_kl_with_reference_reset_is_checkpointed(cache_dir, tmp_path):
+    out = tmp_path / "kl"
+    _train(
+        cache_dir,
+        out,
+        "algo=prorl",
+        "algo.kl.reset_every=2",
+        "trainer.total_steps=3",
+        "eval.every=0",
+        "algo.dynamic_sampling.enabled=false",
+    )
+    lines = _lines(out)
+    assert [d["ref/resets"] for d in lines] == [0, 1, 1]
+    assert all("kl/ref" in d for d in lines)
+    assert (out / "checkpoints" / "step_000003" / "reference" / "model.safetensors").exists()
+
+
+def test_never_refuses_to_overwrite_a_run(cache_dir, tmp_path):
+    out = tmp_path / "again"
+    _train(cache_dir, out, "trainer.total_steps=1", "eval.every=0")
+    proc = _train(
+        cache_dir, out, "trainer.total_steps=1", "eval.every=0", "trainer.resume=never", check=False
+    )
+    assert proc.returncode == 2 and "trainer.resume" in proc.stderr.strip().splitlines()[-1]
