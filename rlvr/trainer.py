@@ -105,7 +105,11 @@ def _make_engine(cfg: RLVRConfig, model, tokenizer):
         from rlvr.rollout.hf import HFRolloutEngine
 
         return HFRolloutEngine(model, tokenizer)
-    raise NotImplementedError("rollout.backend=vllm lands with the vLLM issue; use rollout.backend=hf")
+    from rlvr.rollout.vllm_engine import VLLMRolloutEngine
+
+    engine = VLLMRolloutEngine(cfg.model.path, tokenizer, cfg.rollout, seed=cfg.trainer.seed)
+    engine.sync_weights(model)  # on resume the policy comes from a checkpoint, not from cfg.model.path
+    return engine
 
 
 class Trainer:

@@ -76,6 +76,14 @@ def test_train_resume_report(cache_dir, tmp_path):
     for name in ("reward.png", "entropy.png", "entropy_hist.png", "clip.png", "summary.md"):
         assert (out / "report" / name).stat().st_size > 0
 
+    ckpt = out / "checkpoints" / "step_000005"
+    cmd = [str(BIN / "rlvr-eval"), str(ckpt), "--data", str(cache_dir / "tiny-addition" / "eval.jsonl")]
+    cmd += ["--max-prompts", "8", "--k", "1", "2", "--max-new-tokens", "8"]
+    evaluated = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert result["eval/prompts"] == 8 and 0 <= result["eval/pass@1"] <= result["eval/pass@2"] <= 1
+
 
 def test_kl_with_reference_reset_is_checkpointed(cache_dir, tmp_path):
     out = tmp_path / "kl"

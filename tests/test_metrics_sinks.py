@@ -231,8 +231,6 @@ def test_wandb_leet_inspect_agrees(wandb_env):
         text=True,
         timeout=120,
     )
-    if proc.returncode != 0 and "No such command" in proc.stderr:
-        pytest.skip("this wandb has no `leet inspect`")
     assert proc.returncode == 0, proc.stderr
     history = [r["history"] for r in map(json.loads, proc.stdout.splitlines()) if r["type"] == "history"]
     row = next(h["item"] for h in history if h["step"]["num"] == 3)
