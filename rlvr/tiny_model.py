@@ -114,7 +114,7 @@ def warm_start(
 
 
 def build_tiny_assets(
-    out_dir: str | Path, sft_steps: int = 1500, p_correct: float = 0.35, seed: int = 0
+    out_dir: str | Path, sft_steps: int = 3000, p_correct: float = 0.35, seed: int = 0
 ) -> Path:
     """Write the tokenizer, warm-started model and data splits into out_dir (see module docstring)."""
     out = Path(out_dir)
