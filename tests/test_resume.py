@@ -1,0 +1,145 @@
+"""Restarts leave no trace: exact resume, SIGTERM, and SIGKILL in the middle of writing a checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from rlvr.tiny_model import build_tiny_assets
+
+BIN = Path(sys.executable).parent
+# a reference reset at step 2 happens before the restart at step 3, so the restored reference must be the reset one
+COMMON = [
+    "algo.kl.coef=0.05",
+    "algo.kl.reset_every=2",
+    "eval.every=0",
+    "trainer.progress_bar=false",
+    "trainer.samples_every=0",
+]
+VOLATILE = ("timing/", "throughput/")  # wall-clock numbers differ between any two runs
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    build_tiny_assets(root / "tiny-addition", sft_steps=300)
+    return root
+
+
+def _cmd(out, *overrides):
+    return [
+        str(BIN / "rlvr-train"),
+        "experiment=quickstart",
+        f"trainer.output_dir={out}",
+        *COMMON,
+        *overrides,
+    ]
+
+
+def _env(cache_dir):
+    return {**os.environ, "RLVR_CACHE_DIR": str(cache_dir)}
+
+
+def _run(cache_dir, out, *overrides):
+    proc = subprocess.run(
+        _cmd(out, *overrides), env=_env(cache_dir), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _stable(line):
+    return {k: v for k, v in line.items() if not k.startswith(VOLATILE)}
+
+
+def _lines(out):
+    return [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_resume_is_exact(cache_dir, tmp_path, backend):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(cache_dir, straight, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3")
+    _run(cache_dir, resumed, f"rollout.backend={backend}", "trainer.total_steps=3", "trainer.save_every=3")
+    proc = _run(
+        cache_dir, resumed, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3"
+    )
+    assert "resumed from" in proc.stderr + proc.stdout
+
+    a, b = _lines(straight), _lines(resumed)
+    assert [d["step"] for d in b] == [1, 2, 3, 4, 5, 6]
+    assert [d["ref/resets"] for d in b] == [0, 1, 1, 2, 2, 3]
+    assert [_stable(d) for d in a[3:]] == [_stable(d) for d in b[3:]]
+
+    wa = load_file(straight / "checkpoints" / "step_000006" / "policy" / "model.safetensors")
+    wb = load_file(resumed / "checkpoints" / "step_000006" / "policy" / "model.safetensors")
+    for name in wa:
+        scale = wa[name].abs().max().clamp(min=1e-12)
+        assert ((wa[name] - wb[name]).abs().max() / scale) < 1e-6, name
+
+
+def _partial_checkpoint(ckpts: Path) -> bool:
+    """A checkpoint is being written (.tmp-step_*) after at least one complete one exists."""
+    in_write = ckpts.is_dir() and any(p.name.startswith(".tmp-step_") for p in ckpts.iterdir())
+    return in_write and (ckpts / "latest").exists()
+
+
+def _wait_for(predicate, timeout_s, proc):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.001)
+    return False
+
+
+def test_sigterm_saves_the_finished_step_and_exits_0(cache_dir, tmp_path):
+    out = tmp_path / "term"
+    cmd = _cmd(out, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=0")
+    with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe nobody reads while it runs
+        proc = subprocess.Popen(cmd, env=_env(cache_dir), stdout=subprocess.DEVNULL, stderr=err)
+        metrics = out / "metrics.jsonl"
+        assert _wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 2, 300, proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
+    last = _lines(out)[-1]["step"]
+    assert 2 <= last < 1000
+    assert (out / "checkpoints" / "latest").read_text().strip() == f"step_{last:06d}"
+
+
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(cache_dir, tmp_path):
+    out = tmp_path / "kill"
+    ckpts = out / "checkpoints"
+    for _attempt in range(5):  # the write takes milliseconds: retry if the kill lands outside it
+        proc = subprocess.Popen(
+            _cmd(out, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=1"),
+            env=_env(cache_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        caught = _wait_for(lambda: _partial_checkpoint(ckpts), 300, proc)
+        proc.kill()
+        proc.wait()
+        if caught and any(p.name.startswith(".tmp-") for p in ckpts.iterdir()):
+            break
+    else:
+        pytest.fail("never caught the trainer inside a checkpoint write")
+    complete = (ckpts / "latest").read_text().strip()
+    tmp_dirs = [p.name for p in ckpts.iterdir() if p.name.startswith(".tmp-")]
+    assert tmp_dirs and all(
+        int(t.removeprefix(".tmp-step_")) > int(complete.removeprefix("step_")) for t in tmp_dirs
+    )
+
+    proc = _run(
+        cache_dir, out, "rollout.backend=hf", f"trainer.total_steps={int(complete.removeprefix('step_')) + 1}"
+    )
+    assert f"resumed from {ckpts / complete}" in proc.stderr + proc.stdout
