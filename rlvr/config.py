@@ -57,6 +57,8 @@ class KLConfig:
     coef: float = 0.0
     estimator: str = "k3"  # k1 | k2 | k3
     reset_every: int | None = None  # ProRL hard reset: reference := current policy every N steps
+    # ... and when eval/pass@1 has not improved on its best for P consecutive evaluations (needs eval.every > 0)
+    reset_on_plateau: int | None = None
     reset_optimizer: bool = False  # also clear the optimizer moments at each reset
 
 
@@ -65,6 +67,21 @@ class EntropyMaskConfig:
     top_frac: float | None = (
         None  # keep only the top fraction of tokens by entropy in the PG loss (0.2 = 80/20)
     )
+
+
+@dataclass
+class CovConfig:
+    """Covariance-based entropy control (Cui et al. 2025); defaults are the paper's (Qwen2.5-7B)."""
+
+    mode: str | None = None  # null | clip_cov | kl_cov
+    # Clip-Cov: drop from the policy gradient clip_frac of the tokens, drawn among those whose
+    # logp-advantage covariance lies in [clip_bound_low, clip_bound_high]
+    clip_frac: float = 2.0e-4
+    clip_bound_low: float = 1.0
+    clip_bound_high: float = 5.0
+    # KL-Cov: add kl_coef * |logp - old_logp| (against the rollout policy) on the kl_frac of tokens of largest covariance
+    kl_frac: float = 2.0e-3
+    kl_coef: float = 1.0
 
 
 @dataclass
@@ -92,6 +109,7 @@ class AlgoConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     kl: KLConfig = field(default_factory=KLConfig)
     entropy_mask: EntropyMaskConfig = field(default_factory=EntropyMaskConfig)
+    cov: CovConfig = field(default_factory=CovConfig)
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = field(default_factory=OverlongConfig)
 
@@ -103,6 +121,9 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 256
+    # truncated importance sampling: weight each token's policy loss by min(pi_learner / pi_rollout, tis_cap),
+    # correcting for the sampler's numerics differing from the learner's (null = off)
+    tis_cap: float | None = None
     # vLLM engine settings (ignored by the hf backend)
     gpu_memory_utilization: float = 0.3
     tensor_parallel_size: int = 1
@@ -165,6 +186,21 @@ class EvalConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """What the entropy observatory watches (rlvr/metrics/collapse.py)."""
+
+    # entropy/above_threshold_frac counts tokens above this entropy (nats); 0.672 is the 80th percentile
+    # reported for Qwen3 in "Beyond the 80/20 rule" (Wang et al. 2025)
+    entropy_threshold: float = 0.672
+    # collapse warning when mean token entropy falls below this (nats; null = off). Collapsed RLVR runs end
+    # near 0.05 or lower (Cui et al. 2025, DAPO); healthy runs sit well above (the quickstart: 0.47 -> 0.22)
+    entropy_floor: float | None = 0.05
+    # ... or when it falls by more than this fraction of its highest value in the last `window` steps (null = off)
+    entropy_drop_frac: float | None = 0.5
+    window: int = 50
+
+
+@dataclass
 class LoggerConfig:
     console_every: int = 10
     wandb: bool = False
@@ -184,6 +220,7 @@ class RLVRConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 def register_configs() -> None:
@@ -201,7 +238,7 @@ def _one_of(value: object, allowed: tuple, key: str) -> None:
 
 def validate(cfg: RLVRConfig) -> None:
     """Check the rules between values; raise ConfigError naming the first offending key."""
-    from rlvr.algo import ADVANTAGE_MODES, KL_ESTIMATORS, LOSS_AGG_MODES
+    from rlvr.algo import ADVANTAGE_MODES, COV_MODES, KL_ESTIMATORS, LOSS_AGG_MODES
 
     a = cfg.algo
     _require(
@@ -231,6 +268,28 @@ def validate(cfg: RLVRConfig) -> None:
         "algo.kl.reset_every",
         f"must be >= 1 or null, got {a.kl.reset_every}",
     )
+    p = a.kl.reset_on_plateau
+    _require(p is None or p >= 1, "algo.kl.reset_on_plateau", f"must be >= 1 or null, got {p}")
+    _require(
+        p is None or a.kl.coef > 0,
+        "algo.kl.reset_on_plateau",
+        "resets the KL reference, and there is none with algo.kl.coef=0: set algo.kl.coef > 0",
+    )
+    _require(
+        p is None or cfg.eval.every > 0,
+        "algo.kl.reset_on_plateau",
+        "watches the held-out eval/pass@1, and eval.every=0 turns evaluation off: set eval.every > 0",
+    )
+    c = a.cov
+    _one_of(c.mode, COV_MODES, "algo.cov.mode")
+    _require(0 < c.clip_frac <= 1, "algo.cov.clip_frac", f"must be in (0, 1], got {c.clip_frac}")
+    _require(
+        c.clip_bound_low <= c.clip_bound_high,
+        "algo.cov.clip_bound_high",
+        f"must be >= algo.cov.clip_bound_low ({c.clip_bound_low}), got {c.clip_bound_high}",
+    )
+    _require(0 < c.kl_frac <= 1, "algo.cov.kl_frac", f"must be in (0, 1], got {c.kl_frac}")
+    _require(c.kl_coef >= 0, "algo.cov.kl_coef", f"must be >= 0, got {c.kl_coef}")
     f = a.entropy_mask.top_frac
     _require(f is None or 0 < f <= 1, "algo.entropy_mask.top_frac", f"must be in (0, 1] or null, got {f}")
     _require(a.dynamic_sampling.max_rounds >= 0, "algo.dynamic_sampling.max_rounds", "must be >= 0")
@@ -252,6 +311,11 @@ def validate(cfg: RLVRConfig) -> None:
     _require(0 < r.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     _require(r.top_k >= 0, "rollout.top_k", f"must be >= 0 (0 = off), got {r.top_k}")
     _require(r.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
+    _require(
+        r.tis_cap is None or r.tis_cap >= 1,
+        "rollout.tis_cap",
+        f"must be >= 1 or null (off), got {r.tis_cap}",
+    )
     _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
 
     _require(cfg.reward.timeout_s > 0, "reward.timeout_s", f"must be > 0, got {cfg.reward.timeout_s}")
@@ -305,3 +369,21 @@ def validate(cfg: RLVRConfig) -> None:
     )
     _require(e.temperature is None or e.temperature > 0, "eval.temperature", "must be > 0 or null")
     _one_of(cfg.logger.wandb_mode, (None, "offline", "online", "disabled"), "logger.wandb_mode")
+
+    m = cfg.monitor
+    _require(
+        m.entropy_threshold >= 0,
+        "monitor.entropy_threshold",
+        f"must be >= 0 (nats), got {m.entropy_threshold}",
+    )
+    _require(
+        m.entropy_floor is None or m.entropy_floor >= 0,
+        "monitor.entropy_floor",
+        f"must be >= 0 (nats) or null (off), got {m.entropy_floor}",
+    )
+    _require(
+        m.entropy_drop_frac is None or 0 < m.entropy_drop_frac < 1,
+        "monitor.entropy_drop_frac",
+        f"must be in (0, 1) or null (off), got {m.entropy_drop_frac}",
+    )
+    _require(m.window >= 1, "monitor.window", f"must be >= 1, got {m.window}")

@@ -88,8 +88,11 @@ class Learner:
         learner: LearnerConfig,
         temperature: float,
         total_steps: int,
+        tis_cap: float | None = None,
     ):
         self.accelerator = accelerator
+        # rollout.tis_cap: truncated importance sampling against the sampler's logprobs (None = off)
+        self.tis_cap = tis_cap
         self.algo = algo_cfg
         self.cfg = learner
         self.optim_cfg = optim
@@ -137,6 +140,33 @@ class Learner:
         pad = batch.input_ids.shape[1] - width
         return torch.nn.functional.pad(logp, (0, pad)), torch.nn.functional.pad(entropy, (0, pad))
 
+    def _cov_selection(self, old_logp, adv, pg_mask, minibatches, seed: int | None) -> torch.Tensor:
+        """Clip-Cov / KL-Cov tokens [N, L] bool: chosen once per mini-batch, over all of its loss tokens (the
+        definitions' N), from the log-probs of the policy before the update (where every ratio is 1, so no token
+        is PPO-clipped yet); the same tokens are used in every epoch. Clip-Cov's draw comes from `seed`."""
+        c = self.algo.cov
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        selected = torch.zeros_like(pg_mask)
+        for mb in minibatches:
+            cov = algo.token_covariance(old_logp[mb], adv[mb], pg_mask[mb])
+            if c.mode == "clip_cov":
+                selected[mb] = algo.clip_cov_select(
+                    cov, pg_mask[mb], c.clip_frac, c.clip_bound_low, c.clip_bound_high, generator
+                )
+            else:
+                selected[mb] = algo.kl_cov_select(cov, pg_mask[mb], c.kl_frac)
+        return selected
+
+    def _policy_loss(self, logp, old, adv, cov_selected):
+        """Per-token policy loss and clip info: PPO clip, or the Clip-Cov / KL-Cov variant (algo.cov.mode)."""
+        a = self.algo
+        if a.cov.mode == "kl_cov":
+            return algo.kl_cov_loss(logp, old, adv, cov_selected, a.cov.kl_coef)
+        pg, info = algo.ppo_clip_loss(logp, old, adv, a.clip.eps_low, a.clip.eps_high, a.clip.dual_c)
+        if a.cov.mode == "clip_cov":
+            pg = algo.clip_cov_loss(pg, cov_selected)
+        return pg, info
+
     @torch.no_grad()
     def _no_grad_pass(self, model, batch: RolloutBatch):
         logp = torch.zeros(batch.input_ids.shape, device=self.accelerator.device)
@@ -145,16 +175,23 @@ class Learner:
             logp[rows], entropy[rows] = self._forward(model, batch, rows)
         return logp, entropy
 
-    def update(self, batch: RolloutBatch) -> dict[str, float]:
+    def update(self, batch: RolloutBatch, seed: int | None = None) -> dict[str, float]:
         """μ passes of num_minibatches optimizer steps over the batch. Returns learner metrics and per-token
-        tensors of the policy before the update (`entropy`, `logp`, on the learner's device)."""
+        tensors of the policy before the update (`entropy`, `logp`, on the learner's device). `seed` drives the
+        update's own random draws (Clip-Cov's token draw; None: torch's global RNG)."""
         started = time.perf_counter()
         a, device = self.algo, self.accelerator.device
         resp = batch.response_mask.to(device)
         adv = batch.advantages.to(device)
         # A pre-pass is needed when the policy moves before some tokens are seen (several updates) or when the
-        # whole batch's entropies must be known first (entropy mask); otherwise old = current, detached.
-        prepass = a.ppo_epochs > 1 or a.num_minibatches > 1 or a.entropy_mask.top_frac is not None
+        # whole batch's entropies or log-probs must be known first (entropy mask, Clip-Cov/KL-Cov selection);
+        # otherwise old = current, detached.
+        prepass = (
+            a.ppo_epochs > 1
+            or a.num_minibatches > 1
+            or a.entropy_mask.top_frac is not None
+            or a.cov.mode is not None
+        )
         old_logp = entropy = None
         if prepass:
             old_logp, entropy = self._no_grad_pass(self.model, batch)
@@ -163,11 +200,16 @@ class Learner:
         if a.entropy_mask.top_frac is not None:
             pg_mask = algo.top_entropy_mask(entropy, resp, a.entropy_mask.top_frac)
 
-        sums = {"loss/policy": 0.0, "kl/ref": 0.0, "clip/low": 0.0, "clip/high": 0.0, "clip/dual": 0.0}
+        rollout_logp = batch.rollout_logp.to(device)
+        sums = dict.fromkeys(
+            ("loss/policy", "kl/ref", "clip/low", "clip/high", "clip/dual", "tis/weight", "tis/capped"), 0.0
+        )
+        sums["cov/kl_abs"] = 0.0
         grad_norms = []
         fused_logp = torch.zeros_like(resp, dtype=torch.float32)
         fused_entropy = torch.zeros_like(fused_logp)
         minibatches = torch.arange(len(batch)).chunk(a.num_minibatches)
+        cov_sel = self._cov_selection(old_logp, adv, pg_mask, minibatches, seed) if a.cov.mode else None
         for _ in range(a.ppo_epochs):
             for mb in minibatches:
                 w_pg = algo.loss_token_weights(pg_mask[mb], a.loss_agg)
@@ -178,12 +220,18 @@ class Learner:
                     if not prepass:
                         fused_logp[idx], fused_entropy[idx] = logp.detach(), ent
                     old = old_logp[idx] if prepass else logp.detach()
-                    pg, info = algo.ppo_clip_loss(
-                        logp, old, adv[idx], a.clip.eps_low, a.clip.eps_high, a.clip.dual_c
-                    )
+                    sel = None if cov_sel is None else cov_sel[idx]
+                    pg, info = self._policy_loss(logp, old, adv[idx], sel)
+                    m = pg_mask[idx]
+                    if "abs_kl" in info:
+                        sums["cov/kl_abs"] += info["abs_kl"][sel].sum().item()
+                    if self.tis_cap is not None:
+                        tis = algo.tis_weights(old, rollout_logp[idx], self.tis_cap)
+                        pg = pg * tis
+                        sums["tis/weight"] += tis[m].sum().item()
+                        sums["tis/capped"] += (tis[m] == self.tis_cap).sum().item()
                     loss = (pg * w_pg[rows]).sum()
                     sums["loss/policy"] += loss.item() / a.ppo_epochs
-                    m = pg_mask[idx]
                     sums["clip/low"] += (info["clipped_low"] & m).sum().item()
                     sums["clip/high"] += (info["clipped_high"] & m).sum().item()
                     sums["clip/dual"] += (info["dual_clipped"] & m).sum().item()
@@ -219,6 +267,14 @@ class Learner:
         }
         if ref_logp is not None:
             metrics["kl/ref"] = sums["kl/ref"]
+        if self.tis_cap is not None:
+            metrics["rollout/tis_weight_mean"] = sums["tis/weight"] / n_pg
+            metrics["rollout/tis_clip_frac"] = sums["tis/capped"] / n_pg
+        if cov_sel is not None:
+            n_sel = int(cov_sel.sum())
+            metrics["cov/selected_frac"] = n_sel / max(int(pg_mask.sum()), 1)
+            if a.cov.mode == "kl_cov":
+                metrics["cov/kl_abs_mean"] = sums["cov/kl_abs"] / max(n_sel * a.ppo_epochs, 1)
         metrics["throughput/learner_tokens_per_s"] = (
             int(batch.attention_mask.sum()) * a.ppo_epochs / metrics["timing/learner_s"]
         )

@@ -22,12 +22,28 @@ from rlvr.config import RLVRConfig, validate
 from rlvr.data.prompts import Problem, PromptSampler, encode_prompts, load_problems
 from rlvr.evaluate import evaluate_pass_at_k
 from rlvr.learner import Learner
-from rlvr.metrics import ConsoleSink, JsonlSink, MetricsLogger, WandbSink, entropy_stats, write_entropy_edges
-from rlvr.reward import MathVerifier
+from rlvr.metrics import (
+    CollapseMonitor,
+    ConsoleSink,
+    EntropyLawTracker,
+    JsonlSink,
+    MetricsLogger,
+    PlateauDetector,
+    WandbSink,
+    covariance_stats,
+    entropy_above_threshold,
+    entropy_by_outcome,
+    entropy_stats,
+    write_entropy_edges,
+)
+from rlvr.reward import MathVerifier, Verdict
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.collect import Collected, collect, rollout_metrics, sample_groups, to_batch
 
 log = logging.getLogger(__name__)
+
+WANDB_SAMPLES = 8
+"""Completions sent to the wandb samples table each samples_every steps (one per prompt; all go to samples/)."""
 
 
 def derive_seed(*parts: object) -> int:
@@ -137,6 +153,7 @@ class Trainer:
             cfg.learner,
             cfg.rollout.temperature,
             cfg.trainer.total_steps,
+            tis_cap=cfg.rollout.tis_cap,
         )
         self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
         self.verifier = MathVerifier(cfg.reward.num_workers, cfg.reward.timeout_s)
@@ -145,6 +162,17 @@ class Trainer:
             cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k, cfg.rollout.max_new_tokens
         )
         self.step, self.resets, self.stop_requested = 0, 0, False
+        m = cfg.monitor
+        self.law = EntropyLawTracker()
+        self.collapse = CollapseMonitor(m.entropy_floor, m.entropy_drop_frac, m.window)
+        patience = cfg.algo.kl.reset_on_plateau
+        self.plateau = PlateauDetector(patience) if patience else None
+        self.last_reset_step: int | None = None
+        if cfg.algo.cov.mode == "kl_cov" and cfg.algo.ppo_epochs == 1 and cfg.algo.num_minibatches == 1:
+            log.warning(
+                "algo.cov.mode=kl_cov with one optimizer step per batch: the policy equals the rollout policy "
+                "during that step, so the KL-Cov penalty and its gradient are 0; set algo.num_minibatches > 1"
+            )
         if prep.resume_from:
             self._restore(prep.resume_from)
         self.logger = self._make_logger()
@@ -197,10 +225,10 @@ class Trainer:
         metrics = rollout_metrics(collected, a.group_size)
         if collected.groups:
             batch = to_batch(collected.groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
-            learner_metrics, before = self.learner.update(batch)
+            learner_metrics, before = self.learner.update(batch, seed=derive_seed(t.seed, "learner", step))
             metrics.update(learner_metrics)
             mask = batch.response_mask.to(before["entropy"].device)
-            metrics.update(entropy_stats(before["entropy"][mask]))
+            metrics.update(self._entropy_metrics(batch, before, collected))
             diff = (before["logp"][mask] - batch.rollout_logp.to(mask.device)[mask]).abs()
             metrics.update(
                 {"rollout/logp_diff_mean": diff.mean().item(), "rollout/logp_diff_max": diff.max().item()}
@@ -210,14 +238,35 @@ class Trainer:
             metrics["timing/sync_s"] = time.perf_counter() - synced
         if self.learner.reference is not None:
             if a.kl.reset_every and step % a.kl.reset_every == 0:
-                self.learner.reset_reference()
-                self.resets += 1
+                self._reset_reference(step, f"every {a.kl.reset_every} steps (algo.kl.reset_every)")
             metrics["ref/resets"] = self.resets
         if t.samples_every and step % t.samples_every == 0:
             self._write_samples(step, collected)
+        metrics.update(self._watch_entropy(step, metrics.get("entropy/mean")))
         return metrics
 
     # ---- named steps ----------------------------------------------------------------------------------
+    def _entropy_metrics(self, batch, before: dict, collected: Collected) -> dict:
+        """The entropy distribution, its split by outcome, and the logp-advantage covariance of the policy
+        before the update, over the response tokens of the batch."""
+        mask = batch.response_mask.to(before["entropy"].device)
+        tokens = before["entropy"][mask]
+        # to_batch lays out rows group by group, completion by completion: the verdicts in the same order
+        correct = torch.tensor([v == Verdict.CORRECT for g in collected.groups for v in g.verdicts])
+        return {
+            **entropy_stats(tokens),
+            **entropy_above_threshold(tokens, self.cfg.monitor.entropy_threshold),
+            **entropy_by_outcome(before["entropy"], mask, correct),
+            **covariance_stats(before["logp"], batch.advantages, mask),
+        }
+
+    def _watch_entropy(self, step: int, mean_entropy: float | None) -> dict:
+        """Collapse warning (every step: 1 on the step it fires, else 0) and the entropy–performance law."""
+        reason = self.collapse.update(step, mean_entropy)
+        if reason is not None:
+            log.warning("entropy collapse at step %d: %s", step, reason)
+        return {"entropy/collapse_warning": int(reason is not None), **self.law.observe_entropy(mean_entropy)}
+
     def _sample(self, indices: list[int], step: int, round_: int):
         seed = derive_seed(self.cfg.trainer.seed, "rollout", step, round_)
         return sample_groups(
@@ -261,15 +310,35 @@ class Trainer:
             derive_seed(self.cfg.trainer.seed, "eval"),
         )
         result["timing/eval_s"] = time.perf_counter() - started
+        self.law.observe_eval(step, result.get("eval/pass@1"))  # paired with the next step's entropy
+        if self.plateau is not None and self.plateau.update(result.get("eval/pass@1")):
+            p = self.plateau
+            self._reset_reference(
+                step,
+                f"eval/pass@1 has not improved on its best {p.best:.4g} for {p.patience} evaluations "
+                "(algo.kl.reset_on_plateau)",
+            )
+            result["ref/resets"] = self.resets  # the step's line shows the count after this reset
         return result
+
+    def _reset_reference(self, step: int, why: str) -> None:
+        """reference := current policy (and fresh optimizer moments with algo.kl.reset_optimizer), counted in
+        ref/resets; a second trigger at the same step finds the reference already equal to the policy."""
+        if self.last_reset_step == step:
+            return
+        self.learner.reset_reference()
+        self.resets += 1
+        self.last_reset_step = step
+        log.info("step %d: reference reset to the current policy: %s", step, why)
 
     def _write_samples(self, step: int, collected: Collected) -> None:
         path = self.out / "samples" / f"step_{step:06d}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
+        table = []
         with path.open("w", encoding="utf-8") as f:
             for g in collected.sampled:
                 prob = self.prep.train[g.prompt_index]
-                for c, v, r in zip(g.completions, g.verdicts, g.rewards):
+                for i, (c, v, r) in enumerate(zip(g.completions, g.verdicts, g.rewards)):
                     row = {
                         "origin": prob.origin,
                         "prompt": prob.prompt,
@@ -280,6 +349,9 @@ class Trainer:
                         "finish_reason": c.finish_reason,
                     }
                     f.write(json.dumps(row) + "\n")
+                    if i == 0 and len(table) < WANDB_SAMPLES:
+                        table.append({key: val for key, val in row.items() if key != "origin"})
+        self.logger.log_samples(step, table)
 
     def _request_stop(self, signum, frame) -> None:
         log.warning("received signal %d: finishing the current step, then saving", signum)
@@ -294,6 +366,9 @@ class Trainer:
             "optimizer": self.learner.optimizer.state_dict(),
             "scheduler": self.learner.scheduler.state_dict(),
             "rng": checkpoint.rng_state(),
+            "entropy_law": self.law.state_dict(),
+            "collapse_monitor": self.collapse.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
         }
 
     def save(self) -> None:
@@ -317,6 +392,11 @@ class Trainer:
         self.learner.optimizer.load_state_dict(state["optimizer"])
         self.learner.scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
+        # checkpoints written before the observatory existed have neither: start empty
+        self.law.load_state_dict(state.get("entropy_law", {}))
+        self.collapse.load_state_dict(state.get("collapse_monitor", {}))
+        if self.plateau is not None:  # a run that turns reset_on_plateau on at a restart starts counting then
+            self.plateau.load_state_dict(state.get("plateau") or {})
         if (path / "reference").is_dir() and self.learner.reference is not None:
             ref = AutoModelForCausalLM.from_pretrained(path / "reference", dtype=torch.float32)
             self.learner.reference.load_state_dict(ref.state_dict())

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rlvr.algo import aggregate_loss, loss_token_weights, ppo_clip_loss
+from rlvr.algo import aggregate_loss, loss_token_weights, ppo_clip_loss, tis_weights
 
 EPS_LOW, EPS_HIGH = 0.2, 0.28  # DAPO clip-higher: ratio range [0.8, 1.28]
 
@@ -174,3 +174,37 @@ def test_weights_bad_arguments(mask, mode, max_len, match):
 def test_aggregate_shape_mismatch():
     with pytest.raises(ValueError, match="same shape"):
         aggregate_loss(LOSS[:, :2], MASK, "token_mean")
+
+
+# ---- truncated importance sampling ---------------------------------------------------------------------
+
+
+def test_tis_weights_by_hand():
+    old = torch.tensor([[-1.0, -1.0, -2.0, 0.0]])
+    rollout = torch.tensor([[-1.5, -1.2, -1.0, 0.0]])
+    # exp(-1.0 - -1.5) = exp(0.5) = 1.6487 -> capped at 1.5; exp(0.2) = 1.2214 under the cap;
+    # exp(-2.0 - -1.0) = exp(-1) = 0.3679 (never raised to 1); equal logprobs (e.g. padding) -> exp(0) = 1
+    w = tis_weights(old, rollout, cap=1.5)
+    assert_close(w, torch.tensor([[1.5, math.exp(0.2), math.exp(-1.0), 1.0]]))
+    assert (w == 1.5).tolist() == [[True, False, False, False]]  # where the cap binds
+    assert_close(tis_weights(old, rollout, cap=2.0)[0, 0], torch.tensor(math.exp(0.5)))
+
+
+def test_tis_weights_are_detached_and_finite():
+    old = torch.tensor([[0.0, -1.0]], requires_grad=True)
+    rollout = torch.tensor([[-200.0, -1.0]], requires_grad=True)  # exp(200) overflows float32 -> capped
+    w = tis_weights(old, rollout, cap=3.0)
+    assert not w.requires_grad
+    assert w.tolist() == [[3.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("old", "rollout", "cap", "match"),
+    [
+        (torch.zeros(2, 3), torch.zeros(2, 3), 0.9, "cap must be >= 1"),
+        (torch.zeros(2, 3), torch.zeros(2, 4), 2.0, "same shape"),
+    ],
+)
+def test_tis_weights_bad_arguments(old, rollout, cap, match):
+    with pytest.raises(ValueError, match=match):
+        tis_weights(old, rollout, cap)

@@ -72,3 +72,30 @@ def test_bad_data_row_exits_2_before_model_load(dirs):
     assert last.startswith("rlvr-train: error: bad.jsonl: row 2: field 'answer'"), last
     assert "Traceback" not in proc.stderr
     assert list(cache.iterdir()) == []
+
+
+def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(dirs):
+    work, cache = dirs
+    sweep = work / "sweep"
+    # both jobs fail validation (eps_high below eps_low = 0.3), so no model work: the second still runs
+    args = ["-m", "algo.clip.eps_low=0.3", "algo.clip.eps_high=0.1,0.2", f"hydra.sweep.dir={sweep}"]
+    proc, _ = _run(args, work, cache)
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        "Error executing job with overrides: ['algo.clip.eps_low=0.3', 'algo.clip.eps_high=0.1']"
+        in proc.stderr
+    )
+    for num in (0, 1):
+        assert (
+            f"rlvr-train: error: sweep job {num}: algo.clip.eps_high: must be >= algo.clip.eps_low"
+            in proc.stderr
+        )
+    jobs = sorted(sweep.iterdir())
+    assert [p.name for p in jobs] == [
+        "0_algo.clip.eps_high=0.1,algo.clip.eps_low=0.3",
+        "1_algo.clip.eps_high=0.2,algo.clip.eps_low=0.3",
+        "multirun.yaml",
+    ]
+    for job in jobs[:2]:
+        assert "ConfigError: algo.clip.eps_high" in (job / "error.txt").read_text()
+    assert list(cache.iterdir()) == []

@@ -33,9 +33,12 @@ def cfg(quickstart) -> RLVRConfig:
 def test_default_is_quickstart_and_valid(quickstart):
     assert quickstart == _compose("experiment=quickstart")
     assert quickstart.model.builtin == "tiny-addition"
-    assert quickstart.rollout.backend == "hf"
+    assert quickstart.rollout.backend == "vllm"
+    assert quickstart.rollout.max_new_tokens == 8
+    assert quickstart.rollout.tis_cap is None  # TIS is off by default
     assert quickstart.algo.name == "dapo"
-    assert quickstart.algo.overlong.shaping is False  # the experiment overrides dapo's 4096-token cache
+    # the experiment replaces dapo's 4096-token overlong cache with one that fits its 8-token budget
+    assert quickstart.algo.overlong.cache_len < quickstart.rollout.max_new_tokens
     assert quickstart.eval.k == [1, 4] and quickstart.eval.n == 4
     validate(quickstart)
 
@@ -104,6 +107,18 @@ def _set(path: str, value):
     return apply
 
 
+def _all(*changes):
+    def apply(c: RLVRConfig, tmp_path):
+        for change in changes:
+            change(c, tmp_path)
+
+    return apply
+
+
+# algo.kl.reset_on_plateau resets the KL reference when eval/pass@1 stalls: it needs both
+_KL, _EVAL = _set("algo.kl.coef", 0.001), _set("eval.every", 5)
+
+
 def _no_model(c: RLVRConfig, tmp_path):
     c.model.builtin = None
     c.model.path = str(tmp_path / "no-such-model")
@@ -115,10 +130,14 @@ REJECTED = [
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 0.0)),
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 1.5)),
     ("rollout.backend", _set("rollout.backend", "sglang")),
+    ("rollout.tis_cap", _set("rollout.tis_cap", 0.5)),
     ("algo.loss_agg", _set("algo.loss_agg", "seq_sum")),
     ("algo.kl.estimator", _set("algo.kl.estimator", "k4")),
     ("algo.num_minibatches", _set("algo.num_minibatches", 3)),  # 32 prompts * 8 = 256 sequences
     ("eval.n", _set("eval.n", 3)),  # eval.k = [1, 4]
+    ("algo.kl.reset_on_plateau", _all(_KL, _EVAL, _set("algo.kl.reset_on_plateau", 0))),
+    ("algo.kl.reset_on_plateau", _all(_EVAL, _set("algo.kl.reset_on_plateau", 2))),  # coef 0: no reference
+    ("algo.kl.reset_on_plateau", _all(_KL, _set("eval.every", 0), _set("algo.kl.reset_on_plateau", 2))),
     ("model.path", _no_model),
     ("trainer.resume", _set("trainer.resume", lambda tmp: str(tmp / "missing" / "step_000010"))),
 ]
@@ -142,9 +161,11 @@ ACCEPTED = [  # the boundary values just inside each rule above
     _set("algo.clip.eps_high", 0.2),
     _set("algo.group_size", 2),
     _set("algo.entropy_mask.top_frac", 1.0),
-    _set("rollout.backend", "vllm"),
+    _set("rollout.backend", "hf"),
+    _set("rollout.tis_cap", 1.0),
     _set("algo.num_minibatches", 4),
     _set("eval.n", 4),
+    _all(_KL, _EVAL, _set("algo.kl.reset_on_plateau", 1)),
     _existing_model,
     _set("trainer.resume", lambda tmp: str(tmp)),
     _set("trainer.resume", "never"),
@@ -171,3 +192,12 @@ def test_hydra_rejects_wrong_type():
         _compose("algo.group_size=abc")
     assert "algo.group_size" in str(info.value)
     assert "could not be converted to Integer" in str(info.value.__cause__)
+
+
+def test_reset_on_plateau_says_what_it_needs(cfg, tmp_path):
+    _all(_EVAL, _set("algo.kl.reset_on_plateau", 2))(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=r"algo\.kl\.coef > 0"):
+        validate(cfg)
+    _all(_KL, _set("eval.every", 0))(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=r"eval\.every > 0"):
+        validate(cfg)

@@ -109,3 +109,66 @@ def test_never_refuses_to_overwrite_a_run(cache_dir, tmp_path):
         cache_dir, out, "trainer.total_steps=1", "eval.every=0", "trainer.resume=never", check=False
     )
     assert proc.returncode == 2 and "trainer.resume" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_reference_reset_on_plateau_survives_a_restart(cache_dir, tmp_path):
+    # lr 1e-9 leaves the weights as they are, and every evaluation draws with the same seed: eval/pass@1 stays
+    # equal to its best (no improvement). Patience 2, evaluations at steps 0 (the best), 1, 2 -> reset at 2;
+    # after the restart at 3, 4 -> reset at 4 only if the count (2 stale at the reset, then 0) was restored.
+    out = tmp_path / "plateau"
+    common = ["algo.kl.coef=0.001", "algo.kl.reset_on_plateau=2", "eval.every=1", "data.eval_max_prompts=4"]
+    common += ["optim.lr=1e-9", "trainer.prompts_per_step=8"]
+    _train(cache_dir, out, *common, "trainer.total_steps=2")
+    _train(cache_dir, out, *common, "trainer.total_steps=4")
+    lines = _lines(out)
+    assert [d["step"] for d in lines] == [0, 1, 2, 3, 4]
+    assert len({d["eval/pass@1"] for d in lines}) == 1  # flat, as intended
+    assert [d["ref/resets"] for d in lines[1:]] == [0, 1, 1, 2]
+    assert (out / "checkpoints" / "step_000002" / "reference" / "model.safetensors").exists()
+
+
+def test_sweep_2x2_and_its_report(cache_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "RLVR_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
+    cmd = [
+        str(BIN / "rlvr-train"),
+        "-m",
+        "experiment=quickstart",
+        "rollout.backend=hf",
+        "trainer.total_steps=2",
+    ]
+    cmd += ["eval.every=0", "trainer.prompts_per_step=8", "trainer.progress_bar=false"]
+    cmd += ["algo.clip.eps_high=0.2,0.28", "algo.kl.coef=0,0.001", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    from omegaconf import OmegaConf
+
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_", 1)[0] for p in runs] == ["0", "1", "2", "3"]
+    seen = set()
+    for run in runs:
+        assert [d["step"] for d in _lines(run)] == [1, 2]
+        cfg = OmegaConf.load(run / "config.yaml")
+        overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+        swept = [f"algo.clip.eps_high={cfg.algo.clip.eps_high:g}", f"algo.kl.coef={cfg.algo.kl.coef:g}"]
+        assert set(swept) <= set(overrides) and set(swept) <= set(run.name.split("_", 1)[1].split(","))
+        assert cfg.trainer.output_dir == str(run)
+        seen.add((cfg.algo.clip.eps_high, cfg.algo.kl.coef))
+    assert seen == {(0.2, 0.0), (0.2, 0.001), (0.28, 0.0), (0.28, 0.001)}
+    assert (sweep / "multirun.yaml").exists()
+
+    report = subprocess.run(
+        [str(BIN / "rlvr-report"), str(sweep)], capture_output=True, text=True, timeout=300
+    )
+    assert report.returncode == 0, report.stderr
+    rows = [line for line in report.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| run | algo.clip.eps_high | algo.kl.coef | status | steps | acc/mean final |")
+    assert [r.split(" | ")[:5] for r in rows[1:]] == [
+        ["| 0", "0.2", "0.0", "done", "2/2"],  # the values used, from each run's config.yaml
+        ["| 1", "0.2", "0.001", "done", "2/2"],
+        ["| 2", "0.28", "0.0", "done", "2/2"],
+        ["| 3", "0.28", "0.001", "done", "2/2"],
+    ]
+    assert "| 3 | 0.28 | 0.001 | done | 2/2 |" in (sweep / "report" / "summary.md").read_text()
+    assert (sweep / "report" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

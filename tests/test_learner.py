@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pytest
 import torch
@@ -71,12 +72,11 @@ def test_lr_factor_warmup_then_cosine():
     assert lr_factor(100, 0, 8, "constant") == 1.0
 
 
-def _learner(model, micro_batch_size, adam_eps=1e-8, **algo_overrides):
+def _learner(model, micro_batch_size, adam_eps=1e-8, tis_cap=None, **algo_overrides):
     algo = AlgoConfig(loss_agg="token_mean", **algo_overrides)
     optim = OptimConfig(lr=1e-2, max_grad_norm=1e9, eps=adam_eps)
-    return Learner(
-        model, Accelerator(cpu=True), algo, optim, LearnerConfig(micro_batch_size=micro_batch_size), 1.0, 10
-    )
+    learner_cfg = LearnerConfig(micro_batch_size=micro_batch_size)
+    return Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10, tis_cap=tis_cap)
 
 
 def test_update_is_independent_of_micro_batch_size(tiny_model, tokenizer):
@@ -119,3 +119,44 @@ def test_kl_reference_and_reset(tiny_model, tokenizer):
     for p, q in zip(learner.reference.parameters(), learner.unwrapped.parameters()):
         assert torch.equal(p, q)
     assert not any(p.requires_grad for p in learner.reference.parameters())
+
+
+def _with_rollout_logp(batch: RolloutBatch, model, shift: float = 0.0) -> RolloutBatch:
+    """The batch with the sampler's logprobs set to the model's own, minus `shift` on response tokens."""
+    with torch.no_grad():
+        logp, _ = response_logp_entropy(
+            model, batch.input_ids, batch.attention_mask, batch.response_mask, 1.0, 4096
+        )
+    rollout_logp = logp - shift * batch.response_mask
+    return RolloutBatch(
+        batch.input_ids, batch.attention_mask, batch.response_mask, batch.advantages, rollout_logp
+    )
+
+
+def test_tis_with_matching_rollout_logprobs_changes_nothing(tiny_model, tokenizer):
+    batch = _with_rollout_logp(_batch(tokenizer, n=8), tiny_model)
+    plain = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0)
+    tis = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0, tis_cap=2.0)
+    m_plain, _ = plain.update(batch)
+    m_tis, _ = tis.update(batch)
+    assert "rollout/tis_weight_mean" not in m_plain  # off by default: no TIS metrics
+    assert m_tis["rollout/tis_weight_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert m_tis["rollout/tis_clip_frac"] == 0.0
+    assert m_tis["loss/policy"] == pytest.approx(m_plain["loss/policy"], rel=1e-5)
+    assert m_tis["grad/norm"] == pytest.approx(m_plain["grad/norm"], rel=1e-5)
+    for p, q in zip(plain.unwrapped.parameters(), tis.unwrapped.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("cap", "weight", "clip_frac"), [(3.0, 2.0, 0.0), (1.5, 1.5, 1.0)])
+def test_tis_weights_scale_the_policy_loss(tiny_model, tokenizer, cap, weight, clip_frac):
+    """Every sampled token ln 2 less likely under the sampler than under the learner: pi_learner / pi_rollout
+    = 2 everywhere, so the loss doubles (cap 3) or grows by the cap where it binds (cap 1.5)."""
+    batch = _batch(tokenizer, n=8)
+    plain, _ = _learner(copy.deepcopy(tiny_model), micro_batch_size=8).update(batch)
+    shifted = _with_rollout_logp(batch, tiny_model, shift=math.log(2.0))
+    learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=8, tis_cap=cap)
+    metrics, _ = learner.update(shifted)
+    assert metrics["rollout/tis_weight_mean"] == pytest.approx(weight, rel=1e-5)
+    assert metrics["rollout/tis_clip_frac"] == clip_frac
+    assert metrics["loss/policy"] == pytest.approx(weight * plain["loss/policy"], rel=1e-4)

@@ -3,6 +3,7 @@ import math
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -159,6 +160,20 @@ def _read_wandb_records(path: Path):
     return records
 
 
+def _wandb_records(path: Path, timeout_s: float = 30.0):
+    """The records of a finished run's .wandb file. ``run.finish()`` (and even the training process's exit) can
+    return before wandb-core has flushed the file, so wait until the run's closing "exit" record is there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            records = _read_wandb_records(path)
+        except AssertionError:  # a header or chunk still being written
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def _history_rows(records) -> dict[int, dict]:
     """step -> nested dict of the logged values, from the history records."""
     rows = {}
@@ -211,7 +226,7 @@ def test_wandb_offline_logs_histogram(wandb_env):
     wandb_file = _logged_run(wandb_env)
     assert wandb_file.stat().st_size > 0
 
-    rows = _history_rows(_read_wandb_records(wandb_file))
+    rows = _history_rows(_wandb_records(wandb_file))
     assert set(rows) == {3, 4}
     assert rows[3]["reward/mean"] == 0.5 and rows[3]["acc/mean"] == 0.25
     assert rows[4]["reward/mean"] == 0.75
@@ -237,3 +252,49 @@ def test_wandb_leet_inspect_agrees(wandb_env):
     assert row["entropy/hist._type"] == "histogram"
     assert row["entropy/hist.values"] == [3 * i for i in range(len(ENTROPY_HIST_EDGES) - 1)]
     assert math.isclose(row["reward/mean"], 0.5)
+
+
+def test_metrics_logger_sends_samples_only_to_sinks_that_show_them(tmp_path):
+    class Tables:
+        def __init__(self):
+            self.got = []
+
+        def log(self, step, metrics):
+            pass
+
+        def log_samples(self, step, rows):
+            self.got.append((step, rows))
+
+        def close(self):
+            pass
+
+    tables = Tables()
+    jsonl = JsonlSink(tmp_path / "metrics.jsonl")
+    with MetricsLogger([jsonl, tables]) as logger:
+        logger.log_samples(4, [{"prompt": "1+2=", "reward": 1.0}])
+    assert tables.got == [(4, [{"prompt": "1+2=", "reward": 1.0}])]
+    assert _lines(tmp_path / "metrics.jsonl") == []  # samples never enter metrics.jsonl
+
+
+def test_wandb_offline_samples_table(wandb_env):
+    sink = WandbSink(wandb_env, project="rlvr-test", name="samples-test", config={})
+    rows = [
+        {"prompt": "1+2=", "completion": "\\boxed{3}", "verdict": "correct", "reward": 1.0},
+        {"prompt": "2+2=", "completion": "\\boxed{5}", "verdict": "incorrect", "reward": np.float32(0.0)},
+    ]
+    sink.log_samples(5, rows)  # before the step's metrics, as the trainer does
+    sink.log(5, {"reward/mean": 0.5})
+    sink.log_samples(6, [])  # nothing to show: nothing logged
+    sink.close()
+    (wandb_file,) = wandb_env.glob("wandb/offline-run-*/run-*.wandb")
+    rows_by_step = _history_rows(_wandb_records(wandb_file))
+    table = rows_by_step[5]["samples"]
+    assert table["_type"] == "table-file" and (table["nrows"], table["ncols"]) == (2, 5)
+    assert rows_by_step[5]["reward/mean"] == 0.5 and 6 not in rows_by_step
+    (table_file,) = wandb_file.parent.glob("files/" + table["path"])
+    content = json.loads(table_file.read_text())
+    assert content["columns"] == ["step", "prompt", "completion", "verdict", "reward"]
+    assert content["data"] == [
+        [5, "1+2=", "\\boxed{3}", "correct", 1.0],
+        [5, "2+2=", "\\boxed{5}", "incorrect", 0.0],
+    ]

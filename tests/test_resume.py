@@ -143,3 +143,28 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(cache_
         cache_dir, out, "rollout.backend=hf", f"trainer.total_steps={int(complete.removeprefix('step_')) + 1}"
     )
     assert f"resumed from {ckpts / complete}" in proc.stderr + proc.stdout
+
+
+def test_sigterm_in_a_sweep_saves_the_job_and_ends_the_sweep(cache_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [str(BIN / "rlvr-train"), "-m", "experiment=quickstart", "rollout.backend=hf", *COMMON]
+    cmd += [
+        "trainer.total_steps=1000",
+        "trainer.save_every=0",
+        "trainer.seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(cmd, env=_env(cache_dir), stdout=subprocess.DEVNULL, stderr=err)
+
+        def two_steps_logged():
+            logged = list(sweep.glob("0_*/metrics.jsonl"))
+            return bool(logged) and logged[0].read_text().count("\n") >= 2
+
+        assert _wait_for(two_steps_logged, 300, proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
+    (job,) = [p for p in sweep.iterdir() if p.is_dir()]  # the second job never started
+    last = _lines(job)[-1]["step"]
+    assert (job / "checkpoints" / "latest").read_text().strip() == f"step_{last:06d}"

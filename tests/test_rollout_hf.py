@@ -86,3 +86,23 @@ def test_sampling_follows_the_model_distribution(tokenizer):
     top = probs.topk(3).indices
     se = (probs[top] * (1 - probs[top]) / 4000).sqrt()
     assert ((counts[top] / 4000 - probs[top]).abs() < 4 * se + 1e-3).all()
+
+
+def test_ignore_eos_samples_exactly_max_new_tokens(tiny_model, tokenizer):
+    """With EOS made ~99% likely at every step, plain sampling stops at once; ignore_eos samples on past it."""
+    eos = tokenizer.eos_token_id
+
+    def favour_eos(module, inputs, logits):
+        return logits.index_add(-1, torch.tensor([eos]), torch.full((*logits.shape[:-1], 1), 10.0))
+
+    tiny_model.get_output_embeddings().register_forward_hook(favour_eos)
+    engine = HFRolloutEngine(tiny_model, tokenizer)
+    stopping = [
+        c for g in engine.generate(_prompts(tokenizer), 4, SamplingParams(max_new_tokens=7), 0) for c in g
+    ]
+    assert sum(c.finish_reason == "stop" for c in stopping) >= len(stopping) // 2
+    params = SamplingParams(max_new_tokens=7, ignore_eos=True)
+    forced = [c for g in engine.generate(_prompts(tokenizer), 4, params, seed=0) for c in g]
+    for c in forced:
+        assert c.finish_reason == "length" and len(c.token_ids) == len(c.logprobs) == 7
+    assert sum(c.token_ids.count(eos) for c in forced) > len(forced)  # EOS sampled, and sampling went on

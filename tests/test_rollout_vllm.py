@@ -147,6 +147,23 @@ def test_finish_reasons_and_eos(engine, tokenizer):
             assert len(c.token_ids) == 24 and eos not in c.token_ids
 
 
+def test_ignore_eos_samples_exactly_max_new_tokens(engine, policy, tokenizer):
+    """The policy answers in ~6 tokens then stops; with ignore_eos it samples on to max_new_tokens, and the
+    logprobs stay those of the sampled tokens (the benchmark's forced-length mode)."""
+    eos = tokenizer.eos_token_id
+    prompts = _prompts(tokenizer)
+    out = engine.generate(prompts, 2, SamplingParams(max_new_tokens=20, ignore_eos=True), seed=5)
+    forced = [c for group in out for c in group]
+    for c in forced:
+        assert c.finish_reason == "length" and len(c.token_ids) == len(c.logprobs) == 20
+    assert sum(eos in c.token_ids[:-1] for c in forced) >= len(forced) // 2  # went on past a sampled EOS
+    diff = (
+        torch.tensor([lp for c in forced for lp in c.logprobs])
+        - torch.cat(_learner_logp(policy, prompts, out, 1.0))
+    ).abs()
+    assert diff.mean() < 1e-3
+
+
 def test_groups_differ_and_seeds_reproduce(engine, tokenizer):
     prompts = _prompts(tokenizer)[:3]
     prompts = prompts + [prompts[0]]  # the same prompt twice in a batch: its own stream each time

@@ -1,4 +1,4 @@
-"""PPO-style clipped policy-gradient loss (GRPO/DAPO) and the loss aggregation modes."""
+"""PPO-style clipped policy-gradient loss (GRPO/DAPO), truncated importance sampling, and loss aggregation."""
 
 from __future__ import annotations
 
@@ -62,6 +62,25 @@ def ppo_clip_loss(
         loss = torch.where(capped, cap, loss)
         info["dual_clipped"] = capped
     return loss, info
+
+
+def tis_weights(old_logp: Tensor, rollout_logp: Tensor, cap: float) -> Tensor:
+    """Truncated importance sampling (TIS) weights for the rollout/learner mismatch.
+
+    old_logp: [B, T] log-probabilities of the sampled tokens under the learner before the update (pi_learner);
+    rollout_logp: [B, T] the same tokens' log-probabilities reported by the sampler (pi_rollout).
+      w = min(exp(old_logp - rollout_logp), cap)     (detached: a correction factor, not a path for gradient)
+    The per-token policy loss is multiplied by w: tokens the sampler over-sampled relative to the learner get
+    weight < 1, under-sampled ones up to `cap`. The cap binds exactly where w == cap. cap must be >= 1.
+    An overflowing exp gives inf, and min(inf, cap) = cap: no NaN for finite inputs.
+    """
+    if old_logp.shape != rollout_logp.shape:
+        raise ValueError(
+            f"old_logp {tuple(old_logp.shape)} and rollout_logp {tuple(rollout_logp.shape)} must have the same shape"
+        )
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    return torch.exp(old_logp.detach() - rollout_logp.detach()).clamp(max=cap)
 
 
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")

@@ -132,3 +132,46 @@ def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, flo
     out["entropy/hist"] = hist
     out[_top_key(top_frac)] = scalars[5]
     return out
+
+
+def entropy_above_threshold(entropy: torch.Tensor, threshold: float) -> dict[str, float]:
+    """``{"entropy/above_threshold_frac": fraction of tokens with entropy > threshold}``.
+
+    entropy: [n] per-token entropies (nats) of the valid response tokens. The default threshold of the
+    trainer (``monitor.entropy_threshold`` = 0.672 nats) is the 80th percentile of token entropy that Wang
+    et al. 2025 ("Beyond the 80/20 rule") report for Qwen3: the fraction tracks how many "forking" tokens
+    are left. Empty input returns ``{}``.
+    """
+    if entropy.ndim != 1:
+        raise ValueError(f"entropy must be a flat [n] tensor, got shape {tuple(entropy.shape)}")
+    if entropy.numel() == 0:
+        return {}
+    frac = (entropy.detach().to(torch.float32) > threshold).float().mean().item()
+    return {"entropy/above_threshold_frac": frac}
+
+
+def entropy_by_outcome(entropy: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+    """Mean token entropy of the correct and of the incorrect responses.
+
+    entropy: [N, L] per-token entropies; mask: [N, L] bool of the response tokens that count; correct: [N]
+    bool, one verdict per sequence. Means pool the tokens of all sequences in the class (as
+    ``entropy/mean`` pools all tokens), so long responses weigh more. Returns
+    ``{"entropy/correct_mean", "entropy/incorrect_mean"}``, leaving out a class with no tokens.
+    """
+    if entropy.dim() != 2 or entropy.shape != mask.shape:
+        raise ValueError(
+            f"entropy and mask must be [N, L] of one shape, got {tuple(entropy.shape)}, {tuple(mask.shape)}"
+        )
+    if correct.shape != entropy.shape[:1]:
+        raise ValueError(
+            f"correct must be [N] = {entropy.shape[0]} per-sequence flags, got {tuple(correct.shape)}"
+        )
+    m = mask.bool()
+    row = correct.to(device=m.device, dtype=torch.bool).unsqueeze(1)
+    x = entropy.detach().to(torch.float32)
+    out: dict[str, float] = {}
+    for key, sel in (("entropy/correct_mean", m & row), ("entropy/incorrect_mean", m & ~row)):
+        n = int(sel.sum())
+        if n:
+            out[key] = (x[sel].sum() / n).item()
+    return out

@@ -3,6 +3,8 @@
 Each sink takes ``log(step, metrics)`` with a flat mapping of metric key -> value (keys as in
 DESIGN.md). Values may be Python numbers, 0-d/1-element tensors, numpy scalars, or lists
 (``entropy/hist``: counts over ``ENTROPY_HIST_EDGES``). ``MetricsLogger`` fans out to several.
+A sink may also have ``log_samples(step, rows)`` (a few completions as flat dicts): ``WandbSink`` makes
+a table of them; the complete samples are in ``samples/step_NNNNNN.jsonl``.
 """
 
 from __future__ import annotations
@@ -286,6 +288,16 @@ class WandbSink:
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         self.run.log(self._convert(step, metrics), step=int(step))
 
+    def log_samples(self, step: int, rows: Sequence[Mapping[str, Any]], key: str = "samples") -> None:
+        """A ``wandb.Table`` under ``key`` at ``step``: one row per completion, columns ``step`` and the keys of
+        the first row (values JSON-converted; missing ones empty). Log it before that step's metrics (wandb
+        steps only go forward)."""
+        if not rows:
+            return
+        columns = ["step", *rows[0].keys()]
+        data = [[int(step), *(to_jsonable(row.get(c)) for c in columns[1:])] for row in rows]
+        self.run.log({key: self._wandb.Table(columns=columns, data=data)}, step=int(step))
+
     def close(self) -> None:
         self.run.finish()
 
@@ -299,6 +311,13 @@ class MetricsLogger:
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.log(step, metrics)
+
+    def log_samples(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Sends a few completions to the sinks that show samples (those with ``log_samples``)."""
+        for sink in self.sinks:
+            log_samples = getattr(sink, "log_samples", None)
+            if log_samples is not None:
+                log_samples(step, rows)
 
     def close(self) -> None:
         errors: list[BaseException] = []

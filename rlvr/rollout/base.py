@@ -15,13 +15,14 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 256
+    ignore_eos: bool = False  # keep sampling past EOS: exactly max_new_tokens tokens (benchmarks)
 
 
 @dataclass
 class Completion:
     token_ids: list[int]  # generated tokens, EOS included when the model stopped
     logprobs: list[float]  # log-probability of each generated token under the sampling distribution
-    finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens)
+    finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens; always with ignore_eos)
     text: str  # decoded without special tokens
 
     @property

@@ -77,7 +77,8 @@ class HFRolloutEngine:
             token = token.masked_fill(finished, pad)
             tokens.append(token)
             logps.append(logp.gather(-1, token[:, None]).squeeze(-1))
-            finished |= token == eos
+            if not params.ignore_eos:
+                finished |= token == eos
             if finished.all():
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
@@ -90,17 +91,22 @@ class HFRolloutEngine:
                 use_cache=True,
             )
         self.model.train(was_training)
-        return self._completions(torch.stack(tokens, 1).tolist(), torch.stack(logps, 1).tolist(), eos)
+        stop = None if params.ignore_eos else eos
+        return self._completions(torch.stack(tokens, 1).tolist(), torch.stack(logps, 1).tolist(), stop)
 
-    def _completions(self, tokens: list[list[int]], logps: list[list[float]], eos: int) -> list[Completion]:
+    def _completions(
+        self, tokens: list[list[int]], logps: list[list[float]], stop: int | None
+    ) -> list[Completion]:
+        """Cut each row after its first `stop` token (None: keep every token, finish reason "length")."""
         result = []
         for ids, lps in zip(tokens, logps):
-            n = ids.index(eos) + 1 if eos in ids else len(ids)
+            stopped = stop is not None and stop in ids
+            n = ids.index(stop) + 1 if stopped else len(ids)
             result.append(
                 Completion(
                     token_ids=ids[:n],
                     logprobs=lps[:n],
-                    finish_reason="stop" if eos in ids else "length",
+                    finish_reason="stop" if stopped else "length",
                     text=self.tokenizer.decode(ids[:n], skip_special_tokens=True),
                 )
             )

@@ -74,6 +74,8 @@ class VLLMRolloutEngine:
                 "VLLM_ENABLE_V1_MULTIPROCESSING=0 is required by the colocated vLLM engine; overriding"
             )
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # vLLM logs every prefix-cache reset (one per step) at INFO; set VLLM_LOGGING_LEVEL=INFO to see them
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if cfg.tensor_parallel_size != 1:
             # With TP > 1 the workers are other processes: the learner's tensors would have to cross
             # process boundaries (vLLM's IPC/NCCL weight-transfer engines), which is not wired up here.
@@ -149,6 +151,7 @@ class VLLMRolloutEngine:
                 top_p=params.top_p,
                 top_k=params.top_k,  # 0 = off in vLLM >= 0.10 as here
                 max_tokens=params.max_new_tokens,
+                ignore_eos=params.ignore_eos,
                 logprobs=0,  # the sampled token's logprob only
                 seed=prompt_seed(seed, i),
                 detokenize=False,  # decoded below, exactly as the hf backend does
