@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from rlvr.tiny_model import build_model, build_tokenizer
+from rlvr.tiny_model import build_model, build_tiny_assets, build_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,15 @@ def tiny_model(tokenizer):
     """A randomly initialised tiny Qwen2 model (float32, CPU)."""
     torch.manual_seed(0)
     return build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """An RLVR_CACHE_DIR holding the built tiny-addition assets (model, tokenizer, data splits), built once per
+    session (a few hundred SFT steps: minutes on 2 cores) for every test that runs the real commands."""
+    root = tmp_path_factory.mktemp("cache")
+    build_tiny_assets(root / "tiny-addition", sft_steps=300)
+    return root
 
 
 # ---- CI: a skipped vLLM test is a failure ---------------------------------------------------------------

@@ -5,19 +5,16 @@ a `tiny-addition/` directory behind, so an empty cache afterwards proves no buil
 """
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-RLVR_TRAIN = Path(sys.executable).parent / "rlvr-train"
+from helpers import RLVR_TRAIN, train_env
 
 
 def _run(args: list[str], cwd: Path, cache: Path) -> tuple[subprocess.CompletedProcess, float]:
-    env = {**os.environ, "RLVR_CACHE_DIR": str(cache), "WANDB_MODE": "disabled"}
+    env = train_env(cache, WANDB_MODE="disabled")
     env.pop("RLVR_DATA_DIR", None)
     started = time.monotonic()
     proc = subprocess.run(

@@ -1,16 +1,10 @@
 """End to end through the real command: `rlvr-train` on a freshly built tiny model, then resume, then report."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
-import pytest
+from helpers import BIN, RLVR_TRAIN, metrics_lines, run_train, train_env
 
-from rlvr.tiny_model import build_tiny_assets
-
-BIN = Path(sys.executable).parent
 CONTRACT_STEP_KEYS = {
     "reward/mean", "acc/mean", "response/len_mean", "response/truncated_frac", "groups/zero_std_frac",
     "entropy/mean", "entropy/p10", "entropy/p50", "entropy/p90", "entropy/p99", "entropy/hist", "entropy/top20_mean",
@@ -19,36 +13,19 @@ CONTRACT_STEP_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    build_tiny_assets(root / "tiny-addition", sft_steps=300)
-    return root
+WANDB_OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
-def _train(cache_dir, out, *overrides, check=True):
-    env = {**os.environ, "RLVR_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [
-        str(BIN / "rlvr-train"),
-        "experiment=quickstart",
-        "rollout.backend=hf",
-        f"trainer.output_dir={out}",
-    ]
-    cmd += ["data.eval_max_prompts=16", "trainer.progress_bar=false", *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=out.parent)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+def _train(cache, out, *overrides, check=True):
+    """rlvr-train on the hf backend, evaluating on 16 held-out prompts, wandb (if asked for) offline."""
+    overrides = ("rollout.backend=hf", "data.eval_max_prompts=16", "trainer.progress_bar=false", *overrides)
+    return run_train(cache, out, *overrides, env=WANDB_OFFLINE, check=check)
 
 
-def _lines(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_train_resume_report(cache_dir, tmp_path):
+def test_train_resume_report(tiny_cache, tmp_path):
     out = tmp_path / "run"
     _train(
-        cache_dir,
+        tiny_cache,
         out,
         "trainer.total_steps=3",
         "eval.every=2",
@@ -56,7 +33,7 @@ def test_train_resume_report(cache_dir, tmp_path):
         "trainer.save_every=3",
         "logger=wandb",
     )
-    lines = _lines(out)
+    lines = metrics_lines(out)
     assert [d["step"] for d in lines] == [0, 1, 2, 3]
     assert set(lines[0]) == {"step", "eval/pass@1", "eval/pass@4", "timing/eval_s"}  # the baseline evaluation
     for d in lines[1:]:
@@ -67,9 +44,9 @@ def test_train_resume_report(cache_dir, tmp_path):
     assert (out / "config.yaml").exists() and (out / "samples" / "step_000002.jsonl").exists()
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
 
-    proc = _train(cache_dir, out, "trainer.total_steps=5", "eval.every=2")
+    proc = _train(tiny_cache, out, "trainer.total_steps=5", "eval.every=2")
     assert "resumed from" in proc.stderr + proc.stdout
-    assert [d["step"] for d in _lines(out)] == [0, 1, 2, 3, 4, 5]
+    assert [d["step"] for d in metrics_lines(out)] == [0, 1, 2, 3, 4, 5]
 
     report = subprocess.run([str(BIN / "rlvr-report"), str(out)], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
@@ -77,7 +54,7 @@ def test_train_resume_report(cache_dir, tmp_path):
         assert (out / "report" / name).stat().st_size > 0
 
     ckpt = out / "checkpoints" / "step_000005"
-    cmd = [str(BIN / "rlvr-eval"), str(ckpt), "--data", str(cache_dir / "tiny-addition" / "eval.jsonl")]
+    cmd = [str(BIN / "rlvr-eval"), str(ckpt), "--data", str(tiny_cache / "tiny-addition" / "eval.jsonl")]
     cmd += ["--max-prompts", "8", "--k", "1", "2", "--max-new-tokens", "8"]
     evaluated = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
@@ -85,10 +62,10 @@ def test_train_resume_report(cache_dir, tmp_path):
     assert result["eval/prompts"] == 8 and 0 <= result["eval/pass@1"] <= result["eval/pass@2"] <= 1
 
 
-def test_kl_with_reference_reset_is_checkpointed(cache_dir, tmp_path):
+def test_kl_with_reference_reset_is_checkpointed(tiny_cache, tmp_path):
     out = tmp_path / "kl"
     _train(
-        cache_dir,
+        tiny_cache,
         out,
         "algo=prorl",
         "algo.kl.reset_every=2",
@@ -96,42 +73,42 @@ def test_kl_with_reference_reset_is_checkpointed(cache_dir, tmp_path):
         "eval.every=0",
         "algo.dynamic_sampling.enabled=false",
     )
-    lines = _lines(out)
+    lines = metrics_lines(out)
     assert [d["ref/resets"] for d in lines] == [0, 1, 1]
     assert all("kl/ref" in d for d in lines)
     assert (out / "checkpoints" / "step_000003" / "reference" / "model.safetensors").exists()
 
 
-def test_never_refuses_to_overwrite_a_run(cache_dir, tmp_path):
+def test_never_refuses_to_overwrite_a_run(tiny_cache, tmp_path):
     out = tmp_path / "again"
-    _train(cache_dir, out, "trainer.total_steps=1", "eval.every=0")
+    _train(tiny_cache, out, "trainer.total_steps=1", "eval.every=0")
     proc = _train(
-        cache_dir, out, "trainer.total_steps=1", "eval.every=0", "trainer.resume=never", check=False
+        tiny_cache, out, "trainer.total_steps=1", "eval.every=0", "trainer.resume=never", check=False
     )
     assert proc.returncode == 2 and "trainer.resume" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_reference_reset_on_plateau_survives_a_restart(cache_dir, tmp_path):
+def test_reference_reset_on_plateau_survives_a_restart(tiny_cache, tmp_path):
     # lr 1e-9 leaves the weights as they are, and every evaluation draws with the same seed: eval/pass@1 stays
     # equal to its best (no improvement). Patience 2, evaluations at steps 0 (the best), 1, 2 -> reset at 2;
     # after the restart at 3, 4 -> reset at 4 only if the count (2 stale at the reset, then 0) was restored.
     out = tmp_path / "plateau"
     common = ["algo.kl.coef=0.001", "algo.kl.reset_on_plateau=2", "eval.every=1", "data.eval_max_prompts=4"]
     common += ["optim.lr=1e-9", "trainer.prompts_per_step=8"]
-    _train(cache_dir, out, *common, "trainer.total_steps=2")
-    _train(cache_dir, out, *common, "trainer.total_steps=4")
-    lines = _lines(out)
+    _train(tiny_cache, out, *common, "trainer.total_steps=2")
+    _train(tiny_cache, out, *common, "trainer.total_steps=4")
+    lines = metrics_lines(out)
     assert [d["step"] for d in lines] == [0, 1, 2, 3, 4]
     assert len({d["eval/pass@1"] for d in lines}) == 1  # flat, as intended
     assert [d["ref/resets"] for d in lines[1:]] == [0, 1, 1, 2]
     assert (out / "checkpoints" / "step_000002" / "reference" / "model.safetensors").exists()
 
 
-def test_sweep_2x2_and_its_report(cache_dir, tmp_path):
+def test_sweep_2x2_and_its_report(tiny_cache, tmp_path):
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "RLVR_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
+    env = train_env(tiny_cache, WANDB_MODE="disabled")
     cmd = [
-        str(BIN / "rlvr-train"),
+        str(RLVR_TRAIN),
         "-m",
         "experiment=quickstart",
         "rollout.backend=hf",
@@ -148,7 +125,7 @@ def test_sweep_2x2_and_its_report(cache_dir, tmp_path):
     assert [p.name.split("_", 1)[0] for p in runs] == ["0", "1", "2", "3"]
     seen = set()
     for run in runs:
-        assert [d["step"] for d in _lines(run)] == [1, 2]
+        assert [d["step"] for d in metrics_lines(run)] == [1, 2]
         cfg = OmegaConf.load(run / "config.yaml")
         overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
         swept = [f"algo.clip.eps_high={cfg.algo.clip.eps_high:g}", f"algo.kl.coef={cfg.algo.kl.coef:g}"]

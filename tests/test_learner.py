@@ -4,28 +4,11 @@ import math
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import rollout_batch
 
 from rlvr.algo import entropy_from_logits, logprobs_from_logits
 from rlvr.config import AlgoConfig, KLConfig, LearnerConfig, OptimConfig
 from rlvr.learner import Learner, RolloutBatch, lr_factor, response_logp_entropy
-
-
-def _batch(tokenizer, seed=0, n=6):
-    """n right-padded prompt+response rows with responses of different lengths."""
-    g = torch.Generator().manual_seed(seed)
-    prompts = [tokenizer(f"{i}+{i + 3}=", add_special_tokens=False)["input_ids"] for i in range(n)]
-    lengths = [1 + (i * 2) % 5 for i in range(n)]
-    width = max(len(p) + L for p, L in zip(prompts, lengths))
-    ids = torch.full((n, width), tokenizer.pad_token_id)
-    att = torch.zeros((n, width), dtype=torch.long)
-    resp = torch.zeros((n, width), dtype=torch.bool)
-    for i, (p, L) in enumerate(zip(prompts, lengths)):
-        ids[i, : len(p)] = torch.tensor(p)
-        ids[i, len(p) : len(p) + L] = torch.randint(0, 250, (L,), generator=g)
-        att[i, : len(p) + L] = 1
-        resp[i, len(p) : len(p) + L] = True
-    adv = torch.randn(n, generator=g)
-    return RolloutBatch(ids, att, resp, adv, torch.zeros(n, width))
 
 
 def _plain(model, batch, temperature):
@@ -43,7 +26,7 @@ def _plain(model, batch, temperature):
 
 @pytest.mark.parametrize("chunk_size", [3, 7, 4096])  # 3 and 7 do not divide the 18 response tokens
 def test_chunked_logp_entropy_and_grads_equal_plain(tiny_model, tokenizer, chunk_size):
-    batch = _batch(tokenizer)
+    batch = rollout_batch(tokenizer, n=6)
     other = copy.deepcopy(tiny_model)
     w = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
 
@@ -81,7 +64,7 @@ def _learner(model, micro_batch_size, adam_eps=1e-8, tis_cap=None, **algo_overri
 
 def test_update_is_independent_of_micro_batch_size(tiny_model, tokenizer):
     """Gradient accumulation with full-batch loss weights gives the same step as one big batch."""
-    batch = _batch(tokenizer, n=8)
+    batch = rollout_batch(tokenizer, n=8)
     # Adam's first step is lr * sign(g) where |g| >> eps, which would turn rounding noise in near-zero gradients
     # into full-size differences; a large eps makes the step proportional to g, so equal steps mean equal grads.
     a = _learner(copy.deepcopy(tiny_model), micro_batch_size=8, adam_eps=1.0)
@@ -99,7 +82,7 @@ def test_update_is_independent_of_micro_batch_size(tiny_model, tokenizer):
 def test_several_updates_per_batch_use_old_logprobs(tiny_model, tokenizer):
     """With mu=2 the second pass sees ratios != 1, so the clip statistics can become non-zero, and the
     returned 'before' tensors are the policy before any update (equal to a fresh forward of the old model)."""
-    batch = _batch(tokenizer, n=8)
+    batch = rollout_batch(tokenizer, n=8)
     learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=4, ppo_epochs=2, num_minibatches=2)
     metrics, before = learner.update(batch)
     ref_logp, ref_ent = _plain(tiny_model, batch, 1.0)
@@ -109,7 +92,7 @@ def test_several_updates_per_batch_use_old_logprobs(tiny_model, tokenizer):
 
 
 def test_kl_reference_and_reset(tiny_model, tokenizer):
-    batch = _batch(tokenizer, n=4)
+    batch = rollout_batch(tokenizer, n=4)
     learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=4, kl=KLConfig(coef=0.1))
     first, _ = learner.update(batch)
     assert first["kl/ref"] == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first step
@@ -134,7 +117,7 @@ def _with_rollout_logp(batch: RolloutBatch, model, shift: float = 0.0) -> Rollou
 
 
 def test_tis_with_matching_rollout_logprobs_changes_nothing(tiny_model, tokenizer):
-    batch = _with_rollout_logp(_batch(tokenizer, n=8), tiny_model)
+    batch = _with_rollout_logp(rollout_batch(tokenizer, n=8), tiny_model)
     plain = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0)
     tis = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0, tis_cap=2.0)
     m_plain, _ = plain.update(batch)
@@ -152,7 +135,7 @@ def test_tis_with_matching_rollout_logprobs_changes_nothing(tiny_model, tokenize
 def test_tis_weights_scale_the_policy_loss(tiny_model, tokenizer, cap, weight, clip_frac):
     """Every sampled token ln 2 less likely under the sampler than under the learner: pi_learner / pi_rollout
     = 2 everywhere, so the loss doubles (cap 3) or grows by the cap where it binds (cap 1.5)."""
-    batch = _batch(tokenizer, n=8)
+    batch = rollout_batch(tokenizer, n=8)
     plain, _ = _learner(copy.deepcopy(tiny_model), micro_batch_size=8).update(batch)
     shifted = _with_rollout_logp(batch, tiny_model, shift=math.log(2.0))
     learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=8, tis_cap=cap)

@@ -5,27 +5,11 @@ import copy
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import rollout_batch
 
 from rlvr import algo
 from rlvr.config import AlgoConfig, CovConfig, LearnerConfig, OptimConfig
-from rlvr.learner import Learner, RolloutBatch, response_logp_entropy
-
-
-def _batch(tokenizer, n=8, seed=0):
-    """n right-padded prompt+response rows with responses of 1..5 tokens and random advantages."""
-    g = torch.Generator().manual_seed(seed)
-    prompts = [tokenizer(f"{i}+{i + 3}=", add_special_tokens=False)["input_ids"] for i in range(n)]
-    lengths = [1 + (i * 2) % 5 for i in range(n)]
-    width = max(len(p) + L for p, L in zip(prompts, lengths))
-    ids = torch.full((n, width), tokenizer.pad_token_id)
-    att = torch.zeros((n, width), dtype=torch.long)
-    resp = torch.zeros((n, width), dtype=torch.bool)
-    for i, (p, L) in enumerate(zip(prompts, lengths)):
-        ids[i, : len(p)] = torch.tensor(p)
-        ids[i, len(p) : len(p) + L] = torch.randint(0, 250, (L,), generator=g)
-        att[i, : len(p) + L] = 1
-        resp[i, len(p) : len(p) + L] = True
-    return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(n, width))
+from rlvr.learner import Learner, response_logp_entropy
 
 
 def _learner(model, cov: CovConfig, **algo_overrides):
@@ -44,7 +28,7 @@ def test_clip_cov_of_every_token_removes_the_whole_gradient(tiny_model, tokenize
     # bounds that hold every covariance and a fraction of 1: every token is selected, the loss is 0
     everything = CovConfig(mode="clip_cov", clip_frac=1.0, clip_bound_low=-1e9, clip_bound_high=1e9)
     learner = _learner(copy.deepcopy(tiny_model), everything)
-    metrics, _ = learner.update(_batch(tokenizer))
+    metrics, _ = learner.update(rollout_batch(tokenizer, n=8))
     assert metrics["cov/selected_frac"] == 1.0
     assert metrics["loss/policy"] == 0.0 and metrics["grad/norm"] == 0.0
     assert not _moved(learner, tiny_model)
@@ -53,7 +37,7 @@ def test_clip_cov_of_every_token_removes_the_whole_gradient(tiny_model, tokenize
 def test_clip_cov_selects_the_defined_tokens_of_the_batch(tiny_model, tokenizer, monkeypatch):
     """The learner hands clip_cov_select the covariance of the policy before the update over the batch's 24
     response tokens; with the paper's fraction 2e-4 that is max(1, floor(0.0048)) = 1 token."""
-    batch = _batch(tokenizer)
+    batch = rollout_batch(tokenizer, n=8)
     seen = {}
     real = algo.clip_cov_select
 
@@ -83,7 +67,7 @@ def test_kl_cov_selection_is_per_mini_batch_and_penalises_from_the_second_step(
     """Two mini-batches of 4 rows: each selects among its own tokens. In the first optimizer step the policy is
     still the rollout policy (|logp - old| = 0); the second mini-batch is seen after one step, so its selected
     tokens carry a positive |logp - old_logp|."""
-    batch = _batch(tokenizer)
+    batch = rollout_batch(tokenizer, n=8)
     masks = []
     real = algo.kl_cov_select
 
@@ -104,7 +88,7 @@ def test_kl_cov_selection_is_per_mini_batch_and_penalises_from_the_second_step(
 def test_kl_cov_with_one_step_is_the_plain_policy_gradient(tiny_model, tokenizer):
     """With one optimizer step per batch every ratio is 1, so PPO's clip is inactive and KL-Cov's penalty is 0:
     the update equals the plain one."""
-    batch = _batch(tokenizer)
+    batch = rollout_batch(tokenizer, n=8)
     plain = _learner(copy.deepcopy(tiny_model), CovConfig())
     kl_cov = _learner(copy.deepcopy(tiny_model), CovConfig(mode="kl_cov", kl_frac=0.5))
     m_plain, _ = plain.update(batch)
@@ -117,7 +101,7 @@ def test_kl_cov_with_one_step_is_the_plain_policy_gradient(tiny_model, tokenizer
 
 def test_clip_cov_draw_follows_the_seed(tiny_model, tokenizer):
     # every token a candidate, 0.2 of 24 -> 4 drawn: the same seed removes the same tokens, another seed others
-    batch = _batch(tokenizer)
+    batch = rollout_batch(tokenizer, n=8)
     cov = CovConfig(mode="clip_cov", clip_frac=0.2, clip_bound_low=-1e9, clip_bound_high=1e9)
     runs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):

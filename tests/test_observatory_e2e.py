@@ -2,19 +2,15 @@
 wandb offline run read back, resume keeping the entropy-law points, and `rlvr-report` on the run."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import BIN, metrics_lines, run_train
 from test_metrics_sinks import _history_rows, _wandb_records
 
 from rlvr.metrics.entropy_stats import ENTROPY_HIST_EDGES
-from rlvr.tiny_model import build_tiny_assets
 
-BIN = Path(sys.executable).parent
 ENTROPY_KEYS = {
     "entropy/mean", "entropy/p10", "entropy/p50", "entropy/p90", "entropy/p99", "entropy/hist",
     "entropy/top20_mean", "entropy/above_threshold_frac", "entropy/correct_mean", "entropy/incorrect_mean",
@@ -25,42 +21,25 @@ LAW_KEYS = {"entropy_law/a", "entropy_law/b", "entropy_law/ceiling", "entropy_la
 POINT_KEYS = {"entropy_law/point_step", "entropy_law/point_entropy", "entropy_law/point_pass@1"}
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    build_tiny_assets(root / "tiny-addition", sft_steps=300)
-    return root
+# wandb offline, and no system-metrics sampling on a shared 2-core box
+WANDB_ENV = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB__DISABLE_STATS": "true"}
 
 
-def _train(cache_dir, out, *overrides):
-    env = {**os.environ, "RLVR_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    env["WANDB__DISABLE_STATS"] = "true"  # no system-metrics sampling on a shared 2-core box
-    cmd = [
-        str(BIN / "rlvr-train"),
-        "experiment=quickstart",
-        "rollout.backend=hf",
-        f"trainer.output_dir={out}",
-    ]
-    cmd += ["data.eval_max_prompts=16", "trainer.progress_bar=false", *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def _lines(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+def _train(cache, out, *overrides):
+    overrides = ("rollout.backend=hf", "data.eval_max_prompts=16", "trainer.progress_bar=false", *overrides)
+    return run_train(cache, out, *overrides, env=WANDB_ENV)
 
 
 @pytest.fixture(scope="module")
-def run(cache_dir, tmp_path_factory):
+def run(tiny_cache, tmp_path_factory):
     """4 steps, evaluated every step (pass@1 at steps 0..4), wandb offline, samples every 2 steps, a checkpoint
     at step 4; then resumed to step 6."""
     out = tmp_path_factory.mktemp("observatory") / "run"
     common = ["eval.every=1", "trainer.samples_every=2", "logger=wandb"]
-    first = _train(cache_dir, out, "trainer.total_steps=4", "trainer.save_every=4", *common)
-    lines = _lines(out)
-    _train(cache_dir, out, "trainer.total_steps=6", *common)
-    return out, lines, _lines(out), first
+    first = _train(tiny_cache, out, "trainer.total_steps=4", "trainer.save_every=4", *common)
+    lines = metrics_lines(out)
+    _train(tiny_cache, out, "trainer.total_steps=6", *common)
+    return out, lines, metrics_lines(out), first
 
 
 def test_every_step_line_holds_entropy_covariance_and_law_keys(run):

@@ -1,19 +1,14 @@
 """Restarts leave no trace: exact resume, SIGTERM, and SIGKILL in the middle of writing a checkpoint."""
 
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import RLVR_TRAIN, metrics_lines, run_train, train_cmd, train_env
 from safetensors.torch import load_file
 
-from rlvr.tiny_model import build_tiny_assets
-
-BIN = Path(sys.executable).parent
 # a reference reset at step 2 happens before the restart at step 3, so the restored reference must be the reset one
 COMMON = [
     "algo.kl.coef=0.05",
@@ -25,54 +20,25 @@ COMMON = [
 VOLATILE = ("timing/", "throughput/")  # wall-clock numbers differ between any two runs
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    build_tiny_assets(root / "tiny-addition", sft_steps=300)
-    return root
-
-
-def _cmd(out, *overrides):
-    return [
-        str(BIN / "rlvr-train"),
-        "experiment=quickstart",
-        f"trainer.output_dir={out}",
-        *COMMON,
-        *overrides,
-    ]
-
-
-def _env(cache_dir):
-    return {**os.environ, "RLVR_CACHE_DIR": str(cache_dir)}
-
-
-def _run(cache_dir, out, *overrides):
-    proc = subprocess.run(
-        _cmd(out, *overrides), env=_env(cache_dir), capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+def _run(cache, out, *overrides):
+    return run_train(cache, out, *COMMON, *overrides)
 
 
 def _stable(line):
     return {k: v for k, v in line.items() if not k.startswith(VOLATILE)}
 
 
-def _lines(out):
-    return [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("backend", ["hf", "vllm"])
-def test_resume_is_exact(cache_dir, tmp_path, backend):
+def test_resume_is_exact(tiny_cache, tmp_path, backend):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(cache_dir, straight, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3")
-    _run(cache_dir, resumed, f"rollout.backend={backend}", "trainer.total_steps=3", "trainer.save_every=3")
+    _run(tiny_cache, straight, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3")
+    _run(tiny_cache, resumed, f"rollout.backend={backend}", "trainer.total_steps=3", "trainer.save_every=3")
     proc = _run(
-        cache_dir, resumed, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3"
+        tiny_cache, resumed, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3"
     )
     assert "resumed from" in proc.stderr + proc.stdout
 
-    a, b = _lines(straight), _lines(resumed)
+    a, b = metrics_lines(straight), metrics_lines(resumed)
     assert [d["step"] for d in b] == [1, 2, 3, 4, 5, 6]
     assert [d["ref/resets"] for d in b] == [0, 1, 1, 2, 2, 3]
     assert [_stable(d) for d in a[3:]] == [_stable(d) for d in b[3:]]
@@ -101,28 +67,28 @@ def _wait_for(predicate, timeout_s, proc):
     return False
 
 
-def test_sigterm_saves_the_finished_step_and_exits_0(cache_dir, tmp_path):
+def test_sigterm_saves_the_finished_step_and_exits_0(tiny_cache, tmp_path):
     out = tmp_path / "term"
-    cmd = _cmd(out, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=0")
+    cmd = train_cmd(out, *COMMON, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=0")
     with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe nobody reads while it runs
-        proc = subprocess.Popen(cmd, env=_env(cache_dir), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, env=train_env(tiny_cache), stdout=subprocess.DEVNULL, stderr=err)
         metrics = out / "metrics.jsonl"
         assert _wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 2, 300, proc)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
-    last = _lines(out)[-1]["step"]
+    last = metrics_lines(out)[-1]["step"]
     assert 2 <= last < 1000
     assert (out / "checkpoints" / "latest").read_text().strip() == f"step_{last:06d}"
 
 
-def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(cache_dir, tmp_path):
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(tiny_cache, tmp_path):
     out = tmp_path / "kill"
     ckpts = out / "checkpoints"
     for _attempt in range(5):  # the write takes milliseconds: retry if the kill lands outside it
         proc = subprocess.Popen(
-            _cmd(out, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=1"),
-            env=_env(cache_dir),
+            train_cmd(out, *COMMON, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=1"),
+            env=train_env(tiny_cache),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -140,14 +106,17 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(cache_
     )
 
     proc = _run(
-        cache_dir, out, "rollout.backend=hf", f"trainer.total_steps={int(complete.removeprefix('step_')) + 1}"
+        tiny_cache,
+        out,
+        "rollout.backend=hf",
+        f"trainer.total_steps={int(complete.removeprefix('step_')) + 1}",
     )
     assert f"resumed from {ckpts / complete}" in proc.stderr + proc.stdout
 
 
-def test_sigterm_in_a_sweep_saves_the_job_and_ends_the_sweep(cache_dir, tmp_path):
+def test_sigterm_in_a_sweep_saves_the_job_and_ends_the_sweep(tiny_cache, tmp_path):
     sweep = tmp_path / "sweep"
-    cmd = [str(BIN / "rlvr-train"), "-m", "experiment=quickstart", "rollout.backend=hf", *COMMON]
+    cmd = [str(RLVR_TRAIN), "-m", "experiment=quickstart", "rollout.backend=hf", *COMMON]
     cmd += [
         "trainer.total_steps=1000",
         "trainer.save_every=0",
@@ -155,7 +124,7 @@ def test_sigterm_in_a_sweep_saves_the_job_and_ends_the_sweep(cache_dir, tmp_path
         f"hydra.sweep.dir={sweep}",
     ]
     with open(tmp_path / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(cmd, env=_env(cache_dir), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, env=train_env(tiny_cache), stdout=subprocess.DEVNULL, stderr=err)
 
         def two_steps_logged():
             logged = list(sweep.glob("0_*/metrics.jsonl"))
@@ -166,5 +135,5 @@ def test_sigterm_in_a_sweep_saves_the_job_and_ends_the_sweep(cache_dir, tmp_path
         proc.wait(timeout=120)
     assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
     (job,) = [p for p in sweep.iterdir() if p.is_dir()]  # the second job never started
-    last = _lines(job)[-1]["step"]
+    last = metrics_lines(job)[-1]["step"]
     assert (job / "checkpoints" / "latest").read_text().strip() == f"step_{last:06d}"

@@ -1,0 +1,69 @@
+"""Scaffolding shared by the test modules (imported as `helpers`: pytest puts tests/ on sys.path).
+
+Running the real `rlvr-train` command on the tiny model (tests/conftest.py's `tiny_cache` holds its assets) and
+reading back the run's metrics.jsonl; a hand-made RolloutBatch for the learner tests.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from rlvr.learner import RolloutBatch
+
+BIN = Path(sys.executable).parent  # the venv's bin/: rlvr-train, rlvr-report, rlvr-eval
+RLVR_TRAIN = BIN / "rlvr-train"
+
+
+def train_env(cache, **extra: str) -> dict[str, str]:
+    """This process's environment with RLVR_CACHE_DIR at `cache` and the `extra` variables on top."""
+    return {**os.environ, "RLVR_CACHE_DIR": str(cache), **extra}
+
+
+def train_cmd(out, *overrides: str) -> list[str]:
+    """`rlvr-train experiment=quickstart trainer.output_dir=out *overrides`."""
+    return [str(RLVR_TRAIN), "experiment=quickstart", f"trainer.output_dir={out}", *overrides]
+
+
+def run_train(
+    cache, out, *overrides: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run `train_cmd(out, *overrides)` to the end in out's parent directory, with `train_env(cache, **env)`;
+    with `check`, fail the test (the end of stderr in the message) unless it exits 0."""
+    proc = subprocess.run(
+        train_cmd(out, *overrides),
+        env=train_env(cache, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=out.parent,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def metrics_lines(out) -> list[dict]:
+    """The run's metrics.jsonl, one dict a line."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def rollout_batch(tokenizer, n: int, seed: int = 0) -> RolloutBatch:
+    """n right-padded `i+(i+3)=` prompt rows with random responses of 1 + 2i mod 5 tokens (1..5), random
+    advantages (drawn after the response tokens, from the same generator) and zero rollout logprobs."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [tokenizer(f"{i}+{i + 3}=", add_special_tokens=False)["input_ids"] for i in range(n)]
+    lengths = [1 + (i * 2) % 5 for i in range(n)]
+    width = max(len(p) + L for p, L in zip(prompts, lengths))
+    ids = torch.full((n, width), tokenizer.pad_token_id)
+    att = torch.zeros((n, width), dtype=torch.long)
+    resp = torch.zeros((n, width), dtype=torch.bool)
+    for i, (p, L) in enumerate(zip(prompts, lengths)):
+        ids[i, : len(p)] = torch.tensor(p)
+        ids[i, len(p) : len(p) + L] = torch.randint(0, 250, (L,), generator=g)
+        att[i, : len(p) + L] = 1
+        resp[i, len(p) : len(p) + L] = True
+    return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(n, width))
