@@ -61,6 +61,22 @@ def test_train_resume_report(tiny_cache, tmp_path):
     result = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert result["eval/prompts"] == 8 and 0 <= result["eval/pass@1"] <= result["eval/pass@2"] <= 1
 
+    # the exported Hugging Face dir loads in vLLM (a separate process: its own engine)
+    exported = tmp_path / "exported"
+    assert subprocess.run([str(BIN / "rlvr-export"), str(out), str(exported)], timeout=120).returncode == 0
+    cmd = [
+        str(BIN / "rlvr-eval"),
+        str(exported),
+        "--backend",
+        "vllm",
+        "--data",
+        str(tiny_cache / "tiny-addition" / "eval.jsonl"),
+    ]
+    cmd += ["--max-prompts", "4", "--k", "1", "--max-new-tokens", "8"]
+    evaluated = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["eval/prompts"] == 4
+
 
 def test_kl_with_reference_reset_is_checkpointed(tiny_cache, tmp_path):
     out = tmp_path / "kl"
