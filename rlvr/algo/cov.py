@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+from rlvr.algo.policy_loss import per_token_advantages
+
 COV_MODES = (None, "clip_cov", "kl_cov")
 
 
@@ -39,12 +41,7 @@ def token_covariance(logp: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
         raise ValueError(
             f"logp and mask must be [B, T] of the same shape, got {tuple(logp.shape)}, {tuple(mask.shape)}"
         )
-    if advantages.shape == logp.shape[:1]:
-        advantages = advantages.unsqueeze(1)
-    elif advantages.shape != logp.shape:
-        raise ValueError(
-            f"advantages must be [B] or [B, T] for logp {tuple(logp.shape)}, got {tuple(advantages.shape)}"
-        )
+    advantages = per_token_advantages(advantages, logp)
     m = mask.bool()
     x = logp.detach().float()
     a = advantages.detach().float().expand_as(x)
@@ -146,12 +143,7 @@ def kl_cov_loss(
             f"logp, old_logp and selected must be [B, T] of one shape, got {tuple(logp.shape)}, "
             f"{tuple(old_logp.shape)}, {tuple(selected.shape)}"
         )
-    if advantages.shape == logp.shape[:1]:
-        advantages = advantages.unsqueeze(1)
-    elif advantages.shape != logp.shape:
-        raise ValueError(
-            f"advantages must be [B] or [B, T] for logp {tuple(logp.shape)}, got {tuple(advantages.shape)}"
-        )
+    advantages = per_token_advantages(advantages, logp)
     if kl_coef < 0:
         raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
     log_ratio = logp - old_logp

@@ -6,6 +6,17 @@ import torch
 from torch import Tensor
 
 
+def per_token_advantages(advantages: Tensor, logp: Tensor) -> Tensor:
+    """advantages: [B] (one per sequence) or [B, T] -> a tensor that broadcasts against logp [B, T]."""
+    if advantages.shape == logp.shape[:1]:
+        return advantages.unsqueeze(1)
+    if advantages.shape != logp.shape:
+        raise ValueError(
+            f"advantages must be [B] or [B, T] for logp {tuple(logp.shape)}, got {tuple(advantages.shape)}"
+        )
+    return advantages
+
+
 def ppo_clip_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -31,12 +42,7 @@ def ppo_clip_loss(
         raise ValueError(
             f"logp and old_logp must both be [B, T], got {tuple(logp.shape)} and {tuple(old_logp.shape)}"
         )
-    if advantages.shape == logp.shape[:1]:
-        advantages = advantages.unsqueeze(1)
-    elif advantages.shape != logp.shape:
-        raise ValueError(
-            f"advantages must be [B] or [B, T] for logp {tuple(logp.shape)}, got {tuple(advantages.shape)}"
-        )
+    advantages = per_token_advantages(advantages, logp)
     if not (0 <= eps_low < 1 and eps_high >= 0):
         raise ValueError(
             f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}"
