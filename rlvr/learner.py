@@ -126,6 +126,16 @@ class Learner:
         for s in range(0, len(rows), self.cfg.micro_batch_size):
             yield rows[s : s + self.cfg.micro_batch_size]
 
+    def _padding_frac(self, batch: RolloutBatch, minibatches) -> float:
+        """Fraction of the positions the forward passes compute that are padding (rows x longest row)."""
+        lengths = batch.attention_mask.sum(-1)
+        computed = sum(
+            len(rows) * int(lengths[mb[rows]].max())
+            for mb in minibatches
+            for rows in self._micro_batches(torch.arange(len(mb)))
+        )
+        return 1.0 - int(lengths.sum()) / max(computed, 1)
+
     def _forward(self, model, batch: RolloutBatch, rows: torch.Tensor):
         """Forward on a micro-batch, trimmed to its longest sequence; returns (logp, entropy) at full width L."""
         device = self.accelerator.device
@@ -263,6 +273,7 @@ class Learner:
             "grad/norm": sum(grad_norms) / len(grad_norms),
             "lr": lr,
             "learner/pg_token_frac": int(pg_mask.sum()) / max(n_tokens, 1),
+            "learner/padding_frac": self._padding_frac(batch, minibatches),
             "timing/learner_s": time.perf_counter() - started,
         }
         if ref_logp is not None:

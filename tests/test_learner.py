@@ -143,3 +143,14 @@ def test_tis_weights_scale_the_policy_loss(tiny_model, tokenizer, cap, weight, c
     assert metrics["rollout/tis_weight_mean"] == pytest.approx(weight, rel=1e-5)
     assert metrics["rollout/tis_clip_frac"] == clip_frac
     assert metrics["loss/policy"] == pytest.approx(weight * plain["loss/policy"], rel=1e-4)
+
+
+def test_padding_fraction_counts_positions_of_each_micro_batch(tiny_model, tokenizer):
+    batch = rollout_batch(tokenizer, n=4)
+    lengths = batch.attention_mask.sum(-1).tolist()
+    learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=2)
+    metrics, _ = learner.update(batch)
+    # micro-batches [0, 1] and [2, 3], each padded to its own longest row
+    computed = 2 * max(lengths[:2]) + 2 * max(lengths[2:])
+    assert metrics["learner/padding_frac"] == pytest.approx(1 - sum(lengths) / computed)
+    assert 0 < metrics["learner/padding_frac"] < 1  # rows of different lengths: some padding, not all
