@@ -131,6 +131,13 @@ class RolloutConfig:
     max_model_len: int | None = None
     enable_sleep_mode: bool = False
     enable_prefix_caching: bool = True
+    # colocated: vLLM in the trainer's process, weights handed over in place; server: vLLM in its own process
+    # on its own devices (`rlvr-rollout-server`), prompts over HTTP, weights by vLLM's weight transfer (NCCL on GPU)
+    mode: str = "colocated"
+    server_url: str | None = None  # server mode: http://HOST:PORT (null: launch one on a free loopback port)
+    server_launch: bool = True  # server mode: the trainer starts the server (at server_url), stops it on exit
+    server_devices: str | None = None  # CUDA_VISIBLE_DEVICES of a launched server (null: inherited)
+    server_start_timeout_s: float = 600.0  # how long to wait for the server to answer
 
 
 @dataclass
@@ -161,6 +168,16 @@ class OptimConfig:
 class LearnerConfig:
     micro_batch_size: int = 8  # sequences per forward/backward
     logprob_chunk_size: int = 2048  # tokens per chunk of the LM head (bounds the [tokens x vocab] memory)
+    # token budget per forward/backward (real tokens plus padding); when set it replaces micro_batch_size, and a
+    # sequence longer than the budget gets a micro-batch to itself (null = micro_batch_size sequences)
+    max_tokens_per_microbatch: int | None = None
+    # concatenate each micro-batch's sequences into one row (attention kept within each sequence, so no
+    # padding is computed); needs max_tokens_per_microbatch. Off by default: it changes the attention call
+    # (a packed-sequence mask under sdpa/eager, varlen under flash_attention_2)
+    pack: bool = False
+    # torch.compile (dynamic=True) the policy's decoder: fused kernels on GPU, paid for by a compile on the first
+    # micro-batches; the LM head stays eager (rlvr.logprob's chunked Function)
+    compile: bool = False
 
 
 @dataclass
@@ -317,6 +334,25 @@ def validate(cfg: RLVRConfig) -> None:
         f"must be >= 1 or null (off), got {r.tis_cap}",
     )
     _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+    _one_of(r.mode, ("colocated", "server"), "rollout.mode")
+    if r.mode == "server":
+        _require(r.backend == "vllm", "rollout.mode", "'server' runs vLLM: set rollout.backend=vllm")
+        _require(
+            r.server_launch or r.server_url is not None,
+            "rollout.server_url",
+            "needed with rollout.server_launch=false (the address of a running rlvr-rollout-server)",
+        )
+        _require(
+            r.server_url is None or r.server_url.startswith(("http://", "https://")),
+            "rollout.server_url",
+            f"must look like http://HOST:PORT, got {r.server_url!r}",
+        )
+        _require(
+            not r.enable_sleep_mode,
+            "rollout.enable_sleep_mode",
+            "frees a colocated engine's GPU memory for the learner; the rollout server has its own devices",
+        )
+        _require(r.server_start_timeout_s > 0, "rollout.server_start_timeout_s", "must be > 0")
 
     _require(cfg.reward.timeout_s > 0, "reward.timeout_s", f"must be > 0, got {cfg.reward.timeout_s}")
     _require(cfg.reward.num_workers >= 1, "reward.num_workers", f"must be >= 1, got {cfg.reward.num_workers}")
@@ -329,6 +365,17 @@ def validate(cfg: RLVRConfig) -> None:
 
     _require(cfg.learner.micro_batch_size >= 1, "learner.micro_batch_size", "must be >= 1")
     _require(cfg.learner.logprob_chunk_size >= 1, "learner.logprob_chunk_size", "must be >= 1")
+    budget = cfg.learner.max_tokens_per_microbatch
+    _require(
+        budget is None or budget > 0,
+        "learner.max_tokens_per_microbatch",
+        f"must be > 0 or null (micro_batch_size sequences), got {budget}",
+    )
+    _require(
+        not cfg.learner.pack or budget is not None,
+        "learner.pack",
+        "needs learner.max_tokens_per_microbatch (the length of a packed row)",
+    )
     _one_of(cfg.model.dtype, ("float32", "bfloat16"), "model.dtype")
     _one_of(cfg.model.builtin, (None, "tiny-addition"), "model.builtin")
     _require(

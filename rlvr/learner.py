@@ -1,22 +1,25 @@
 """The learner: log-probabilities and entropies of response tokens, the RL loss, and optimizer steps.
 
 Memory: logits are only ever formed for response tokens, a chunk of `learner.logprob_chunk_size`
-tokens at a time, and each chunk is recomputed in backward (activation checkpointing), so no
-[tokens x vocab] tensor exists for a whole batch.
+tokens at a time, by `rlvr.logprob.chunked_logp_entropy`, which keeps no logits for backward (it
+recomputes each chunk's), so no [tokens x vocab] tensor exists for a whole batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from rlvr import algo
+from rlvr import distributed as dist
 from rlvr.config import AlgoConfig, LearnerConfig, OptimConfig
+from rlvr.logprob import chunked_logp_entropy
 
 
 @dataclass
@@ -34,46 +37,122 @@ class RolloutBatch:
         return self.input_ids.shape[0]
 
 
-def _chunk_logp_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, inv_temp: float):
-    """hidden: [n, H], weight: [V, H], labels: [n] -> (logp [n] with grad, entropy [n] without)."""
-    logits = (hidden @ weight.T).float() * inv_temp
-    lse = logits.logsumexp(-1)
-    logp = logits.gather(-1, labels[:, None]).squeeze(-1) - lse
-    with torch.no_grad():
-        entropy = lse - (logits.softmax(-1) * logits).sum(-1)
-    return logp, entropy
-
-
 def response_logp_entropy(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     response_mask: torch.Tensor,
     temperature: float,
     chunk_size: int,
+    position_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask, response_mask: [n, L]. Returns (logp, entropy): [n, L] float32, aligned with
-    input_ids, zero outside response_mask. Logits are scaled by 1/temperature, so logp is the log-probability
-    under the sampling distribution. Gradient flows into logp only."""
+    """input_ids, attention_mask, response_mask, position_ids: [n, L]. Returns (logp, entropy): [n, L] float32,
+    aligned with input_ids, zero outside response_mask. Logits are scaled by 1/temperature, so logp is the
+    log-probability under the sampling distribution. Gradient flows into logp only. Packed rows (`pack_rows`):
+    attention_mask None and position_ids restarting at 0 for each sequence, from which transformers builds
+    attention that keeps every sequence to itself."""
     body, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    # no KV cache: transformers only reads packed-sequence boundaries from position_ids when there is none
+    out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    hidden = out.last_hidden_state
     predicts = response_mask[:, 1:]  # hidden at t-1 predicts token t
     h = hidden[:, :-1][predicts]
     labels = input_ids[:, 1:][predicts]
-    pieces = []
-    for s in range(0, h.shape[0], chunk_size):
-        args = (h[s : s + chunk_size], head.weight, labels[s : s + chunk_size], 1.0 / temperature)
-        pieces.append(
-            checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
-            if torch.is_grad_enabled()
-            else _chunk_logp_entropy(*args)
-        )
+    token_logp, token_entropy = chunked_logp_entropy(h, head.weight, labels, temperature, chunk_size)
     logp = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
     entropy = torch.zeros_like(logp)
-    if pieces:
-        logp[:, 1:][predicts] = torch.cat([p[0] for p in pieces])
-        entropy[:, 1:][predicts] = torch.cat([p[1] for p in pieces])
+    logp[:, 1:][predicts] = token_logp
+    entropy[:, 1:][predicts] = token_entropy
     return logp, entropy
+
+
+class ResponseLogprobs(torch.nn.Module):
+    """A policy whose forward is `response_logp_entropy`: the whole computation, LM head included, runs inside
+    one module call, which is what DDP (gradient all-reduce) and FSDP (unsharding the head and embeddings for
+    the call) hook into."""
+
+    def __init__(self, policy: torch.nn.Module, temperature: float, chunk_size: int):
+        super().__init__()
+        self.policy = policy
+        self.temperature = temperature
+        self.chunk_size = chunk_size
+
+    def forward(self, input_ids, attention_mask, response_mask, position_ids=None):
+        return response_logp_entropy(
+            self.policy,
+            input_ids,
+            attention_mask,
+            response_mask,
+            self.temperature,
+            self.chunk_size,
+            position_ids,
+        )
+
+
+def split_micro_batches(plan: Sequence[Sequence[int]], rank: int, world: int) -> list[Sequence[int] | None]:
+    """rank's micro-batches (every world-th, from its rank on), padded with None to the same count on every rank:
+    each backward is a gradient all-reduce that every rank must join, so a rank short of work runs a dummy."""
+    mine = list(plan[rank::world])
+    return mine + [None] * (-(-len(plan) // world) - len(mine))
+
+
+def micro_batch_positions(lengths: Sequence[int], pack: bool) -> int:
+    """Positions one forward pass computes for sequences of these real lengths: packed into one row, their sum;
+    right-padded to the longest, count x longest."""
+    return sum(lengths) if pack else len(lengths) * max(lengths)
+
+
+def plan_micro_batches(
+    lengths: Sequence[int], micro_batch_size: int, max_tokens: int | None, pack: bool
+) -> list[list[int]]:
+    """Rows 0..n-1, of these real lengths, grouped into micro-batches; returns each micro-batch's row indices.
+
+    max_tokens None: runs of micro_batch_size consecutive rows. Otherwise a token budget: each micro-batch
+    computes `micro_batch_positions(...) <= max_tokens` positions, except that a row longer than the budget
+    gets a micro-batch to itself. Rows are placed longest first: packed ones into the first micro-batch with
+    room (first-fit decreasing), padded ones into the newest, which holds the rows closest to them in length."""
+    n = len(lengths)
+    if max_tokens is None:
+        return [list(range(s, min(s + micro_batch_size, n))) for s in range(0, n, micro_batch_size)]
+    bins: list[list[int]] = []
+    for i in sorted(range(n), key=lambda i: -lengths[i]):
+        for b in bins if pack else bins[-1:]:
+            if micro_batch_positions([lengths[j] for j in b] + [lengths[i]], pack) <= max_tokens:
+                b.append(i)
+                break
+        else:
+            bins.append([i])
+    return bins
+
+
+def padding_fraction(lengths: Sequence[int], micro_batches: Sequence[Sequence[int]], pack: bool) -> float:
+    """Share of the positions that forward passes over these micro-batches (row indices) compute that are not
+    real tokens."""
+    computed = sum(micro_batch_positions([lengths[i] for i in mb], pack) for mb in micro_batches)
+    real = sum(lengths[i] for mb in micro_batches for i in mb)
+    return 1.0 - real / max(computed, 1)
+
+
+def pack_rows(input_ids: torch.Tensor, response_mask: torch.Tensor, lengths: torch.Tensor):
+    """Right-padded rows input_ids, response_mask [n, L] with real lengths [n] -> their real tokens back to back
+    in one row: (ids [1, T], position_ids [1, T], response_mask [1, T], rows [T], cols [T]) with T = sum(lengths),
+    where packed position k came from [rows[k], cols[k]]. Position ids are the columns, so they restart at 0
+    for each sequence (same rotary positions as unpacked, and the sequence boundaries transformers reads).
+    A sequence's first token is never predicted (unpacked, nothing precedes it), so it is dropped from the
+    response mask: packed, the previous sequence's last token would predict it."""
+    rows = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    cols = torch.arange(len(rows), device=lengths.device) - starts[rows]
+    response = response_mask[rows, cols] & (cols > 0)
+    return input_ids[rows, cols][None], cols[None], response[None], rows, cols
+
+
+def unpack_rows(packed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]):
+    """Inverse of pack_rows' layout for a per-token tensor: packed [1, T] -> [n, L], zero where nothing was
+    packed. Differentiable."""
+    out = packed.new_zeros(shape)
+    out[rows, cols] = packed[0]
+    return out
 
 
 class Learner:
@@ -107,14 +186,19 @@ class Learner:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, optim.warmup_steps, total_steps, optim.schedule)
         )
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        policy = ResponseLogprobs(model, temperature, learner.logprob_chunk_size)
+        # the scheduler stays ours: accelerate's wrapper would step it once per process at each optimizer step
+        self.model, self.optimizer = accelerator.prepare(policy, optimizer)
+        self.scheduler = scheduler
         self.reference = None
         if algo_cfg.kl.coef > 0:
             self.reference = copy.deepcopy(self.unwrapped).eval().requires_grad_(False)
+            self._reference = ResponseLogprobs(self.reference, temperature, learner.logprob_chunk_size)
 
     @property
     def unwrapped(self) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+        """The policy itself (a transformers model), without the DDP/FSDP wrapper or the logprob head."""
+        return self.accelerator.unwrap_model(self.model).policy
 
     def reset_reference(self) -> None:
         """ProRL hard reset: the reference becomes the current policy (and optionally Adam's moments restart)."""
@@ -122,31 +206,34 @@ class Learner:
         if self.algo.kl.reset_optimizer:
             self.optimizer.state.clear()
 
-    def _micro_batches(self, rows: torch.Tensor):
-        for s in range(0, len(rows), self.cfg.micro_batch_size):
-            yield rows[s : s + self.cfg.micro_batch_size]
-
-    def _padding_frac(self, batch: RolloutBatch, minibatches) -> float:
-        """Fraction of the positions the forward passes compute that are padding (rows x longest row)."""
-        lengths = batch.attention_mask.sum(-1)
-        computed = sum(
-            len(rows) * int(lengths[mb[rows]].max())
-            for mb in minibatches
-            for rows in self._micro_batches(torch.arange(len(mb)))
-        )
-        return 1.0 - int(lengths.sum()) / max(computed, 1)
+    def _micro_batches(self, lengths: Sequence[int]) -> list[torch.Tensor]:
+        """`plan_micro_batches` under learner.*: row indices into the rows whose real lengths are given."""
+        c = self.cfg
+        plan = plan_micro_batches(lengths, c.micro_batch_size, c.max_tokens_per_microbatch, c.pack)
+        return [torch.tensor(rows) for rows in plan]
 
     def _forward(self, model, batch: RolloutBatch, rows: torch.Tensor):
-        """Forward on a micro-batch, trimmed to its longest sequence; returns (logp, entropy) at full width L."""
+        """Forward on a micro-batch, packed into one row (learner.pack) or trimmed to its longest sequence;
+        returns (logp, entropy) [len(rows), L] in the batch's layout."""
         device = self.accelerator.device
-        width = int(batch.attention_mask[rows].sum(-1).max())
-        ids, att, resp = (
-            t[rows, :width].to(device) for t in (batch.input_ids, batch.attention_mask, batch.response_mask)
-        )
-        with self.accelerator.autocast():
-            logp, entropy = response_logp_entropy(
-                model, ids, att, resp, self.temperature, self.cfg.logprob_chunk_size
+        lengths = batch.attention_mask[rows].sum(-1)
+        if self.cfg.pack:
+            ids, pos, resp, src_rows, src_cols = (
+                t.to(device) for t in pack_rows(batch.input_ids[rows], batch.response_mask[rows], lengths)
             )
+            att = None
+        else:
+            width = int(lengths.max())
+            ids, att, resp = (
+                t[rows, :width].to(device)
+                for t in (batch.input_ids, batch.attention_mask, batch.response_mask)
+            )
+            pos = None
+        with self.accelerator.autocast():
+            logp, entropy = model(ids, att, resp, pos)
+        if self.cfg.pack:
+            shape = (len(rows), batch.input_ids.shape[1])
+            return tuple(unpack_rows(t, src_rows, src_cols, shape) for t in (logp, entropy))
         pad = batch.input_ids.shape[1] - width
         return torch.nn.functional.pad(logp, (0, pad)), torch.nn.functional.pad(entropy, (0, pad))
 
@@ -178,12 +265,15 @@ class Learner:
         return pg, info
 
     @torch.no_grad()
-    def _no_grad_pass(self, model, batch: RolloutBatch):
+    def _no_grad_pass(self, model: ResponseLogprobs, batch: RolloutBatch):
+        """(logp, entropy) [N, L] of the whole batch under `model` (not DDP-wrapped: no collective per forward),
+        each rank computing its share of the micro-batches."""
         logp = torch.zeros(batch.input_ids.shape, device=self.accelerator.device)
         entropy = torch.zeros_like(logp)
-        for rows in self._micro_batches(torch.arange(len(batch))):
+        plan = self._micro_batches(batch.attention_mask.sum(-1).tolist())
+        for rows in plan[dist.rank() :: dist.world_size()]:
             logp[rows], entropy[rows] = self._forward(model, batch, rows)
-        return logp, entropy
+        return dist.all_reduce_sum_(logp), dist.all_reduce_sum_(entropy)
 
     def update(self, batch: RolloutBatch, seed: int | None = None) -> dict[str, float]:
         """μ passes of num_minibatches optimizer steps over the batch. Returns learner metrics and per-token
@@ -204,8 +294,8 @@ class Learner:
         )
         old_logp = entropy = None
         if prepass:
-            old_logp, entropy = self._no_grad_pass(self.model, batch)
-        ref_logp = self._no_grad_pass(self.reference, batch)[0] if self.reference is not None else None
+            old_logp, entropy = self._no_grad_pass(self.accelerator.unwrap_model(self.model), batch)
+        ref_logp = self._no_grad_pass(self._reference, batch)[0] if self.reference is not None else None
         pg_mask = resp
         if a.entropy_mask.top_frac is not None:
             pg_mask = algo.top_entropy_mask(entropy, resp, a.entropy_mask.top_frac)
@@ -219,38 +309,59 @@ class Learner:
         fused_logp = torch.zeros_like(resp, dtype=torch.float32)
         fused_entropy = torch.zeros_like(fused_logp)
         minibatches = torch.arange(len(batch)).chunk(a.num_minibatches)
+        lengths = batch.attention_mask.sum(-1).tolist()
+        # rows of each mini-batch's micro-batches, indices into the mini-batch (as the loss weights are)
+        plans = [self._micro_batches([lengths[i] for i in mb.tolist()]) for mb in minibatches]
+        micro_batches = [mb[rows].tolist() for mb, plan in zip(minibatches, plans) for rows in plan]
         cov_sel = self._cov_selection(old_logp, adv, pg_mask, minibatches, seed) if a.cov.mode else None
+        world = dist.world_size()
         for _ in range(a.ppo_epochs):
-            for mb in minibatches:
+            for mb, plan in zip(minibatches, plans):
+                # weights over the whole mini-batch: the loss normaliser counts every rank's tokens
                 w_pg = algo.loss_token_weights(pg_mask[mb], a.loss_agg)
                 w_kl = algo.loss_token_weights(resp[mb], a.loss_agg)
-                for rows in self._micro_batches(torch.arange(len(mb))):
-                    idx = mb[rows]
-                    logp, ent = self._forward(self.model, batch, idx)
-                    if not prepass:
-                        fused_logp[idx], fused_entropy[idx] = logp.detach(), ent
-                    old = old_logp[idx] if prepass else logp.detach()
-                    sel = None if cov_sel is None else cov_sel[idx]
-                    pg, info = self._policy_loss(logp, old, adv[idx], sel)
-                    m = pg_mask[idx]
-                    if "abs_kl" in info:
-                        sums["cov/kl_abs"] += info["abs_kl"][sel].sum().item()
-                    if self.tis_cap is not None:
-                        tis = algo.tis_weights(old, rollout_logp[idx], self.tis_cap)
-                        pg = pg * tis
-                        sums["tis/weight"] += tis[m].sum().item()
-                        sums["tis/capped"] += (tis[m] == self.tis_cap).sum().item()
-                    loss = (pg * w_pg[rows]).sum()
-                    sums["loss/policy"] += loss.item() / a.ppo_epochs
-                    sums["clip/low"] += (info["clipped_low"] & m).sum().item()
-                    sums["clip/high"] += (info["clipped_high"] & m).sum().item()
-                    sums["clip/dual"] += (info["dual_clipped"] & m).sum().item()
-                    if ref_logp is not None:
-                        kl = algo.kl_penalty(logp, ref_logp[idx], a.kl.estimator)
-                        kl_loss = (kl * w_kl[rows]).sum()
-                        loss = loss + a.kl.coef * kl_loss
-                        sums["kl/ref"] += kl_loss.item() / a.ppo_epochs
-                    self.accelerator.backward(loss)
+                mine = split_micro_batches(plan, dist.rank(), world)
+                for k, rows in enumerate(mine):
+                    # DDP all-reduces gradients on each rank's last backward of the mini-batch only
+                    sync = (
+                        contextlib.nullcontext()
+                        if k == len(mine) - 1
+                        else self.accelerator.no_sync(self.model)
+                    )
+                    with sync:
+                        if (
+                            rows is None
+                        ):  # no micro-batch left for this rank: a zero loss joins the all-reduce
+                            logp, _ = self._forward(self.model, batch, mb[plan[0]])
+                            self.accelerator.backward(logp.sum() * 0.0)
+                            continue
+                        idx = mb[rows]
+                        logp, ent = self._forward(self.model, batch, idx)
+                        if not prepass:
+                            fused_logp[idx], fused_entropy[idx] = logp.detach(), ent
+                        old = old_logp[idx] if prepass else logp.detach()
+                        sel = None if cov_sel is None else cov_sel[idx]
+                        pg, info = self._policy_loss(logp, old, adv[idx], sel)
+                        m = pg_mask[idx]
+                        if "abs_kl" in info:
+                            sums["cov/kl_abs"] += info["abs_kl"][sel].sum().item()
+                        if self.tis_cap is not None:
+                            tis = algo.tis_weights(old, rollout_logp[idx], self.tis_cap)
+                            pg = pg * tis
+                            sums["tis/weight"] += tis[m].sum().item()
+                            sums["tis/capped"] += (tis[m] == self.tis_cap).sum().item()
+                        loss = (pg * w_pg[rows]).sum()
+                        sums["loss/policy"] += loss.item() / a.ppo_epochs
+                        sums["clip/low"] += (info["clipped_low"] & m).sum().item()
+                        sums["clip/high"] += (info["clipped_high"] & m).sum().item()
+                        sums["clip/dual"] += (info["dual_clipped"] & m).sum().item()
+                        if ref_logp is not None:
+                            kl = algo.kl_penalty(logp, ref_logp[idx], a.kl.estimator)
+                            kl_loss = (kl * w_kl[rows]).sum()
+                            loss = loss + a.kl.coef * kl_loss
+                            sums["kl/ref"] += kl_loss.item() / a.ppo_epochs
+                        # the ranks' gradients are averaged: scaled by the world size they sum to the batch's
+                        self.accelerator.backward(loss * world)
                 grad_norms.append(
                     float(
                         self.accelerator.clip_grad_norm_(
@@ -262,6 +373,12 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
+        # each rank summed over its own micro-batches (and filled its own rows): the batch's totals
+        totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
+        sums = dict(zip(sums, dist.all_reduce_sum_(totals).tolist()))
+        if not prepass:
+            dist.all_reduce_sum_(fused_logp)
+            dist.all_reduce_sum_(fused_entropy)
 
         n_pg = max(int(pg_mask.sum()) * a.ppo_epochs, 1)
         n_tokens = int(resp.sum())
@@ -273,7 +390,7 @@ class Learner:
             "grad/norm": sum(grad_norms) / len(grad_norms),
             "lr": lr,
             "learner/pg_token_frac": int(pg_mask.sum()) / max(n_tokens, 1),
-            "learner/padding_frac": self._padding_frac(batch, minibatches),
+            "learner/padding_frac": padding_fraction(lengths, micro_batches, self.cfg.pack),
             "timing/learner_s": time.perf_counter() - started,
         }
         if ref_logp is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rlvr import checkpoint
+from rlvr import distributed as dist
 from rlvr.config import RLVRConfig, validate
 from rlvr.data.prompts import Problem, PromptSampler, encode_prompts, load_problems
 from rlvr.evaluate import evaluate_pass_at_k
@@ -42,6 +44,9 @@ from rlvr.rollout.collect import Collected, collect, rollout_metrics, sample_gro
 
 log = logging.getLogger(__name__)
 
+BUILD_WAIT_S = 1800
+"""How long a launcher's other local ranks wait for local rank 0 to build the embedded tiny model."""
+
 WANDB_SAMPLES = 8
 """Completions sent to the wandb samples table each samples_every steps (one per prompt; all go to samples/)."""
 
@@ -55,6 +60,13 @@ def derive_seed(*parts: object) -> int:
 def ensure_builtin_assets(cfg: RLVRConfig) -> None:
     """Build the embedded default's model and data (a few minutes on CPU) if they are not there yet."""
     if cfg.model.builtin is None or Path(cfg.model.path).is_dir():
+        return
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # under a launcher, local rank 0 builds; the others wait
+        deadline = time.monotonic() + BUILD_WAIT_S
+        while not Path(cfg.model.path).is_dir():  # the model dir appears complete (renamed into place)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"model.path: {cfg.model.path} did not appear within {BUILD_WAIT_S} s")
+            time.sleep(1.0)
         return
     from rlvr.tiny_model import build_tiny_assets
 
@@ -121,9 +133,15 @@ def _make_engine(cfg: RLVRConfig, model, tokenizer):
         from rlvr.rollout.hf import HFRolloutEngine
 
         return HFRolloutEngine(model, tokenizer)
-    from rlvr.rollout.vllm_engine import VLLMRolloutEngine
+    if cfg.rollout.mode == "server":
+        from rlvr.rollout.server import ServerRolloutEngine
 
-    engine = VLLMRolloutEngine(cfg.model.path, tokenizer, cfg.rollout, seed=cfg.trainer.seed)
+        log_path = Path(cfg.trainer.output_dir) / "rollout_server.log"
+        engine = ServerRolloutEngine(cfg.model.path, tokenizer, cfg.rollout, cfg.trainer.seed, log_path)
+    else:
+        from rlvr.rollout.vllm_engine import VLLMRolloutEngine
+
+        engine = VLLMRolloutEngine(cfg.model.path, tokenizer, cfg.rollout, seed=cfg.trainer.seed)
     engine.sync_weights(model)  # on resume the policy comes from a checkpoint, not from cfg.model.path
     return engine
 
@@ -138,13 +156,21 @@ class Trainer:
         self.prep, self.out = prep, prep.output_dir
         self.out.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.trainer.seed)
-        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.model.dtype == "bfloat16" else "no")
+        # cpu=True without CUDA: under `accelerate launch`/torchrun that gives gloo data parallelism (without it
+        # accelerate would start the process group but run every rank as a single process)
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision="bf16" if cfg.model.dtype == "bfloat16" else "no",
+        )
         source = prep.resume_from / "policy" if prep.resume_from else cfg.model.path
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, attn_implementation=cfg.model.attn_implementation
         )
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if cfg.learner.compile:
+            # in place (Module.compile): parameter names, hence checkpoints and weight sync, are unchanged
+            model.get_decoder().compile(dynamic=True)
         self.learner = Learner(
             model,
             self.accelerator,
@@ -194,6 +220,8 @@ class Trainer:
                 self.logger.log(step, metrics)
                 self.step = step
                 bar.update(1)
+                # a signal may reach one rank only: every rank must stop (and save) at the same step
+                self.stop_requested = dist.any_rank(self.stop_requested)
                 bar.set_postfix(
                     reward=f"{metrics['reward/mean']:.3f}",
                     entropy=f"{metrics.get('entropy/mean', float('nan')):.3f}",
@@ -268,18 +296,24 @@ class Trainer:
         return {"entropy/collapse_warning": int(reason is not None), **self.law.observe_entropy(mean_entropy)}
 
     def _sample(self, indices: list[int], step: int, round_: int):
+        """Sample and verify this rank's share of the prompts, then gather every rank's groups in order."""
         seed = derive_seed(self.cfg.trainer.seed, "rollout", step, round_)
-        return sample_groups(
+        start, shard = dist.my_shard(indices)
+        mine = sample_groups(
             self.engine,
             self.verifier,
             self.prep.train_ids,
             [p.answer for p in self.prep.train],
-            indices,
+            shard,
             self.cfg.algo.group_size,
             self.params,
             seed,
             self.cfg.reward,
+            first_index=start,
         )
+        parts = dist.gather_objects(mine)
+        groups = [g for part in parts for g in part[0]]
+        return groups, max(p[1] for p in parts), max(p[2] for p in parts)
 
     def _eval_due(self, step: int) -> bool:
         e = self.cfg.eval
@@ -332,6 +366,8 @@ class Trainer:
         log.info("step %d: reference reset to the current policy: %s", step, why)
 
     def _write_samples(self, step: int, collected: Collected) -> None:
+        if not dist.is_main():
+            return
         path = self.out / "samples" / f"step_{step:06d}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         table = []
@@ -372,16 +408,19 @@ class Trainer:
         }
 
     def save(self) -> None:
-        reference = self.learner.reference if self.resets > 0 else None
-        checkpoint.save_checkpoint(
-            self.out,
-            self.step,
-            self.learner.unwrapped,
-            self.prep.tokenizer,
-            reference,
-            self.state(),
-            self.cfg.trainer.keep_last,
-        )
+        """Rank 0 writes (the ranks hold the same weights and optimizer state); the others wait for it."""
+        if dist.is_main():
+            reference = self.learner.reference if self.resets > 0 else None
+            checkpoint.save_checkpoint(
+                self.out,
+                self.step,
+                self.learner.unwrapped,
+                self.prep.tokenizer,
+                reference,
+                self.state(),
+                self.cfg.trainer.keep_last,
+            )
+        dist.barrier()
 
     def _restore(self, path: Path) -> None:
         from transformers import AutoModelForCausalLM
@@ -403,6 +442,8 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
     def _make_logger(self) -> MetricsLogger:
+        if not dist.is_main():  # every rank computes the same metrics; rank 0 writes them
+            return MetricsLogger([])
         jsonl = JsonlSink(self.out / "metrics.jsonl")
         jsonl.truncate_after(self.step)  # steps logged after the checkpoint we resume from are redone
         write_entropy_edges(self.out)
@@ -430,7 +471,7 @@ class Trainer:
             total=self.cfg.trainer.total_steps,
             initial=self.step,
             desc="rl steps",
-            disable=not self.cfg.trainer.progress_bar,
+            disable=not self.cfg.trainer.progress_bar or not dist.is_main(),
             dynamic_ncols=True,
         )
 

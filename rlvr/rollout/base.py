@@ -32,9 +32,17 @@ class Completion:
 
 class RolloutEngine(Protocol):
     def generate(
-        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams, seed: int
+        self,
+        prompts: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seed: int,
+        first_index: int = 0,
     ) -> list[list[Completion]]:
-        """n completions for each prompt (token ids), in prompt order. The same seed reproduces the samples."""
+        """n completions for each prompt (token ids), in prompt order. The same seed reproduces the samples.
+        `first_index`: the position of prompts[0] in the caller's whole list, when a data-parallel rank
+        samples a share of it: engines that seed each prompt on its own seed prompt i as first_index + i,
+        so the shares' samples are those of the whole list."""
         ...
 
     def sync_weights(self, model: torch.nn.Module) -> None:

@@ -47,10 +47,12 @@ def sample_groups(
     params: SamplingParams,
     seed: int,
     reward: RewardConfig,
+    first_index: int = 0,
 ) -> tuple[list[Group], float, float]:
-    """n completions per prompt index, verified; returns (groups, rollout seconds, verify seconds)."""
+    """n completions per prompt index, verified; returns (groups, rollout seconds, verify seconds).
+    `first_index`: where `indices` start in the step's whole list (a data-parallel rank's share)."""
     t0 = time.perf_counter()
-    outputs = engine.generate([prompt_ids[i] for i in indices], n, params, seed)
+    outputs = engine.generate([prompt_ids[i] for i in indices], n, params, seed, first_index=first_index)
     t1 = time.perf_counter()
     texts = [c.text for cs in outputs for c in cs]
     verdicts = verifier.verify(texts, [golds[i] for i in indices for _ in range(n)])

@@ -43,8 +43,17 @@ class HFRolloutEngine:
         pass
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams, seed: int
+        self,
+        prompts: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seed: int,
+        first_index: int = 0,
     ) -> list[list[Completion]]:
+        # one generator for the whole call: a share of a list (first_index > 0) gets its own stream, so the
+        # samples differ from the whole list's (unlike vLLM's per-prompt seeds) but stay reproducible
+        if first_index:
+            seed = (seed * 1_000_003 + first_index) % (1 << 63)
         generator = torch.Generator(device=self._device()).manual_seed(seed)
         flat = [list(p) for p in prompts for _ in range(n)]
         done: list[Completion] = []

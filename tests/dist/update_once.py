@@ -1,0 +1,58 @@
+"""One learner update on a fixed batch, run alone or as each rank under `accelerate launch`
+(tests/test_distributed.py compares the two). Rank 0 saves the metrics, the updated weights and the entropy
+quantiles of the policy before the update.
+
+usage: update_once.py OUT.pt LOSS_AGG PACK
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import rollout_batch  # noqa: E402
+
+from rlvr import distributed as dist  # noqa: E402
+from rlvr.config import AlgoConfig, EntropyMaskConfig, KLConfig, LearnerConfig, OptimConfig  # noqa: E402
+from rlvr.learner import Learner  # noqa: E402
+from rlvr.metrics import entropy_stats  # noqa: E402
+from rlvr.tiny_model import build_model, build_tokenizer  # noqa: E402
+
+
+def main(out: str, loss_agg: str, pack: bool) -> None:
+    tokenizer = build_tokenizer()
+    model = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
+    # several optimizer steps (mini-batches), a KL term against a reference and the 80/20 entropy mask:
+    # every normaliser and every whole-batch selection must come out as in one process
+    algo = AlgoConfig(
+        loss_agg=loss_agg,
+        num_minibatches=2,
+        kl=KLConfig(coef=0.1),
+        entropy_mask=EntropyMaskConfig(top_frac=0.5),
+    )
+    # Adam's eps=1 makes the step proportional to the gradient (see tests/test_learner.py)
+    optim = OptimConfig(lr=1e-2, eps=1.0, max_grad_norm=1e9)
+    learner_cfg = LearnerConfig(micro_batch_size=2, max_tokens_per_microbatch=24 if pack else None, pack=pack)
+    learner = Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10)
+    batch = rollout_batch(tokenizer, n=14, seed=1)
+    metrics, before = learner.update(batch, seed=0)
+    if dist.is_main():
+        entropy = before["entropy"][batch.response_mask]
+        state = {k: v.detach().clone() for k, v in learner.unwrapped.state_dict().items()}
+        torch.save(
+            {
+                "metrics": metrics,
+                "state": state,
+                "entropy": entropy_stats(entropy),
+                "world": dist.world_size(),
+            },
+            out,
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3] == "pack")

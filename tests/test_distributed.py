@@ -1,0 +1,92 @@
+"""Data parallelism under `accelerate launch` (2 gloo processes on CPU) against one process.
+
+The learner splits the batch's micro-batches across ranks; the loss normaliser, the metrics and the entropy
+quantiles must still be the whole batch's, so 2 processes and 1 give the same numbers. End to end, each rank
+samples its share of the prompts with the per-prompt vLLM seeds, so the whole run matches too, and its
+checkpoint resumes in one process.
+"""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import BIN, metrics_lines, run_train, train_cmd, train_env
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+UPDATE_ONCE = ROOT / "tests" / "dist" / "update_once.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(nproc: int, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
+    """`cmd` (a script and its arguments) under `accelerate launch` with configs/accelerate/ddp.yaml."""
+    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml")]
+    launcher += [
+        "--num_processes",
+        str(nproc),
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
+    proc = subprocess.run([*launcher, *cmd], capture_output=True, text=True, timeout=600, **kwargs)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def assert_close_state(a: dict, b: dict, rel: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        diff = (a[k] - b[k]).norm() / a[k].norm().clamp(min=1e-12)
+        assert diff <= rel, (k, diff.item())
+
+
+@pytest.mark.parametrize("loss_agg,pack", [("token_mean", "pad"), ("seq_mean_token_mean", "pack")])
+def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
+    """One update (2 mini-batches, KL to a reference, 80/20 entropy mask) on the same 14-sequence batch."""
+    subprocess.run([sys.executable, str(UPDATE_ONCE), str(tmp_path / "one.pt"), loss_agg, pack], check=True)
+    launch(2, str(UPDATE_ONCE), str(tmp_path / "two.pt"), loss_agg, pack)
+    one, two = (torch.load(tmp_path / f, weights_only=False) for f in ("one.pt", "two.pt"))
+    assert (one["world"], two["world"]) == (1, 2)
+    for key in ("loss/policy", "kl/ref", "grad/norm", "learner/pg_token_frac", "learner/padding_frac"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-5), key
+    assert_close_state(one["state"], two["state"], rel=1e-5)
+    for key, value in one["entropy"].items():  # quantiles, mean, histogram over all ranks' tokens
+        assert two["entropy"][key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path):
+    overrides = (
+        "trainer.total_steps=2",
+        "eval.every=0",
+        "trainer.prompts_per_step=8",
+        "trainer.progress_bar=false",
+    )
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_train(tiny_cache, one, *overrides)
+    # rlvr-train's arguments, after the launcher's
+    launch(2, *train_cmd(two, *overrides), env=train_env(tiny_cache), cwd=tmp_path)
+
+    lines_one, lines_two = metrics_lines(one), metrics_lines(two)
+    assert [m["step"] for m in lines_two] == [1, 2]
+    for a, b in zip(lines_one, lines_two):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if key.startswith(("timing/", "throughput/")):
+                continue
+            assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (a["step"], key)
+    weights = [load_file(d / "checkpoints/step_000002/policy/model.safetensors") for d in (one, two)]
+    assert_close_state(*weights, rel=1e-5)
+
+    # the 2-process checkpoint goes on in one process
+    run_train(tiny_cache, two, *overrides[1:], "trainer.total_steps=3")
+    assert [m["step"] for m in metrics_lines(two)] == [1, 2, 3]
+    assert (two / "checkpoints/latest").read_text().strip() == "step_000003"

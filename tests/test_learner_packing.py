@@ -1,0 +1,238 @@
+"""Token-budget micro-batches and sequence packing in the learner (learner.max_tokens_per_microbatch,
+learner.pack): the plan, the packed layout, no attention across packed sequences, and exactness against the
+padded path."""
+
+import copy
+import random
+
+import pytest
+import torch
+from accelerate import Accelerator
+from helpers import rollout_batch
+
+from rlvr.config import AlgoConfig, ConfigError, LearnerConfig, OptimConfig, RLVRConfig, validate
+from rlvr.learner import (
+    Learner,
+    RolloutBatch,
+    pack_rows,
+    padding_fraction,
+    plan_micro_batches,
+    response_logp_entropy,
+    unpack_rows,
+)
+
+# ---- the plan (pure) -----------------------------------------------------------------------------------
+
+LENGTHS = [5, 9, 3, 7, 2]
+
+
+def test_plan_by_sequence_count_keeps_order():
+    assert plan_micro_batches(LENGTHS, 2, None, pack=False) == [[0, 1], [2, 3], [4]]
+
+
+def test_plan_packed_is_first_fit_decreasing():
+    # budget 12, rows longest first: 9 (row 1) opens bin A; 7 (row 3) does not fit A (16) -> bin B;
+    # 5 (row 0) fits B (7 + 5 = 12); 3 (row 2) fits A (9 + 3 = 12); 2 (row 4) fits neither (14, 14) -> bin C
+    assert plan_micro_batches(LENGTHS, 2, 12, pack=True) == [[1, 2], [3, 0], [4]]
+
+
+def test_plan_padded_counts_rows_times_longest():
+    # budget 12, longest first, only the newest micro-batch is tried: 9 alone; 7: 2 x 9 = 18 > 12 -> new;
+    # 5: 2 x 7 = 14 -> new; 3: 2 x 5 = 10 fits; 2: 3 x 5 = 15 -> new
+    assert plan_micro_batches(LENGTHS, 2, 12, pack=False) == [[1], [3], [0, 2], [4]]
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_a_row_longer_than_the_budget_gets_a_micro_batch_to_itself(pack):
+    assert plan_micro_batches([3, 20, 4], 8, 10, pack) == [[1], [2, 0]]
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_plan_covers_every_row_once_within_the_budget(pack):
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 40) for _ in range(200)]
+    plan = plan_micro_batches(lengths, 8, 64, pack)
+    assert sorted(i for mb in plan for i in mb) == list(range(200))
+    for mb in plan:
+        cost = sum(lengths[i] for i in mb) if pack else len(mb) * max(lengths[i] for i in mb)
+        assert cost <= 64
+
+
+def test_padding_fraction_by_hand():
+    # padded plan [[1], [3], [0, 2], [4]]: computed 9 + 7 + 2 x 5 + 2 = 28 positions for 26 real tokens
+    assert padding_fraction(LENGTHS, [[1], [3], [0, 2], [4]], pack=False) == pytest.approx(2 / 28)
+    # one sequence-count micro-batch of all five rows: 5 x 9 = 45 positions
+    assert padding_fraction(LENGTHS, [[0, 1, 2, 3, 4]], pack=False) == pytest.approx(1 - 26 / 45)
+    assert padding_fraction(LENGTHS, [[1, 2], [3, 0], [4]], pack=True) == 0.0  # packed rows hold no padding
+
+
+# ---- the packed layout (pure) --------------------------------------------------------------------------
+
+
+def test_pack_rows_by_hand():
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    resp = torch.tensor([[False, False, True, False], [True, True, False, False]])
+    packed_ids, pos, packed_resp, rows, cols = pack_rows(ids, resp, torch.tensor([3, 2]))
+    assert packed_ids.tolist() == [[1, 2, 3, 4, 5]]
+    assert pos.tolist() == [[0, 1, 2, 0, 1]]  # restart at 0: the same rotary positions as unpacked
+    # row 1's first token is marked but never predicted (nothing precedes it unpacked): dropped, else token 3
+    # of row 0 would predict it
+    assert packed_resp.tolist() == [[False, False, True, False, True]]
+    assert (rows.tolist(), cols.tolist()) == ([0, 0, 0, 1, 1], [0, 1, 2, 0, 1])
+    back = unpack_rows(torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]]), rows, cols, (2, 4))
+    assert back.tolist() == [[1.0, 2.0, 3.0, 0.0], [4.0, 5.0, 0.0, 0.0]]
+
+
+# ---- the model: packed == padded, and no attention across sequences ----------------------------------------
+
+
+def _varied_batch(n_prompt=(2, 9, 5, 13, 1), n_resp=(6, 1, 4, 3, 7), seed=0) -> RolloutBatch:
+    """Right-padded rows whose left contexts (prompts) and responses differ in length."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(p + r for p, r in zip(n_prompt, n_resp))
+    n = len(n_prompt)
+    ids = torch.zeros((n, width), dtype=torch.long)
+    att = torch.zeros((n, width), dtype=torch.long)
+    resp = torch.zeros((n, width), dtype=torch.bool)
+    for i, (p, r) in enumerate(zip(n_prompt, n_resp)):
+        ids[i, : p + r] = torch.randint(0, 250, (p + r,), generator=g)
+        att[i, : p + r] = 1
+        resp[i, p : p + r] = True
+    return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(n, width))
+
+
+def _packed_logp_entropy(model, batch: RolloutBatch, temperature=0.7):
+    lengths = batch.attention_mask.sum(-1)
+    ids, pos, resp, rows, cols = pack_rows(batch.input_ids, batch.response_mask, lengths)
+    logp, ent = response_logp_entropy(model, ids, None, resp, temperature, 5, position_ids=pos)
+    shape = tuple(batch.input_ids.shape)
+    return unpack_rows(logp, rows, cols, shape), unpack_rows(ent, rows, cols, shape)
+
+
+@pytest.fixture(params=["sdpa", "eager"])
+def model(request, tiny_model):
+    tiny_model.set_attn_implementation(request.param)
+    return tiny_model
+
+
+def test_packed_logp_entropy_and_grads_equal_padded(model):
+    batch = _varied_batch()
+    other = copy.deepcopy(model)
+    w = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
+    logp, ent = _packed_logp_entropy(model, batch)
+    ref_logp, ref_ent = response_logp_entropy(
+        other, batch.input_ids, batch.attention_mask, batch.response_mask, 0.7, 5
+    )
+    torch.testing.assert_close(logp, ref_logp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent, ref_ent, rtol=0, atol=1e-5)
+    assert (logp[~batch.response_mask] == 0).all() and (logp[batch.response_mask] != 0).all()
+    (logp * w).sum().backward()
+    (ref_logp * w).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), other.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def _logp_of_b_packed_after_a(model, a_ids: torch.Tensor, b_ids: torch.Tensor, restart_positions: bool):
+    """Log-probs of sequence B's tokens (all but its first) when packed right after sequence A."""
+    ids = torch.cat([a_ids, b_ids])[None]
+    pos = torch.cat([torch.arange(len(a_ids)), torch.arange(len(b_ids))])
+    if not restart_positions:
+        pos = torch.arange(ids.shape[1])
+    resp = torch.zeros_like(ids, dtype=torch.bool)
+    resp[0, len(a_ids) + 1 :] = True
+    logp, _ = response_logp_entropy(model, ids, None, resp, 1.0, 64, position_ids=pos[None])
+    return logp[0, len(a_ids) + 1 :]
+
+
+@torch.no_grad()
+def test_no_attention_across_packed_sequences(model):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 250, (9,), generator=g), torch.randint(0, 250, (6,), generator=g)
+    a_changed = torch.randint(0, 250, (12,), generator=g)  # other tokens and another length
+    b_after_a = _logp_of_b_packed_after_a(model, a, b, restart_positions=True)
+    b_after_other = _logp_of_b_packed_after_a(model, a_changed, b, restart_positions=True)
+    torch.testing.assert_close(b_after_a, b_after_other, rtol=0, atol=1e-6)
+    alone, _ = response_logp_entropy(
+        model, b[None], torch.ones(1, 6, dtype=torch.long), torch.arange(6)[None] > 0, 1.0, 64
+    )
+    torch.testing.assert_close(b_after_a, alone[0, 1:], rtol=0, atol=1e-5)
+    # the check can fail: with plain 0..T-1 positions nothing marks the boundary, B attends to A and moves
+    leaky = _logp_of_b_packed_after_a(model, a, b, restart_positions=False)
+    leaky_other = _logp_of_b_packed_after_a(model, a_changed, b, restart_positions=False)
+    assert (leaky - leaky_other).abs().max() > 1e-3
+
+
+# ---- update(): packing on vs off -----------------------------------------------------------------------
+
+
+def _learner(model, learner_cfg: LearnerConfig, **algo_overrides) -> Learner:
+    algo_cfg = AlgoConfig(loss_agg="token_mean", **algo_overrides)
+    # a large Adam eps makes the first step proportional to the gradient (see test_learner's micro-batch test)
+    optim = OptimConfig(lr=1e-2, max_grad_norm=1e9, eps=1.0)
+    return Learner(model, Accelerator(cpu=True), algo_cfg, optim, learner_cfg, 1.0, 10)
+
+
+@pytest.mark.parametrize(
+    "algo_overrides",
+    [{}, {"ppo_epochs": 2, "num_minibatches": 2}],  # the second runs the no-grad pre-pass and two steps
+    ids=["fused", "prepass"],
+)
+def test_update_with_packing_equals_padded(tiny_model, tokenizer, algo_overrides):
+    batch = rollout_batch(tokenizer, n=8)
+    lengths = batch.attention_mask.sum(-1).tolist()  # 5..10 tokens: a 24-token budget packs 2-4 per row
+    padded = _learner(copy.deepcopy(tiny_model), LearnerConfig(micro_batch_size=8), **algo_overrides)
+    budget = LearnerConfig(max_tokens_per_microbatch=24)
+    packed = _learner(
+        copy.deepcopy(tiny_model), LearnerConfig(max_tokens_per_microbatch=24, pack=True), **algo_overrides
+    )
+    by_budget = _learner(copy.deepcopy(tiny_model), budget, **algo_overrides)
+    m_pad, before_pad = padded.update(batch)
+    m_pack, before_pack = packed.update(batch)
+    m_budget, _ = by_budget.update(batch)
+    assert len(packed._micro_batches(lengths)) > 1  # several packed rows, several sequences in a row
+    assert any(len(rows) > 1 for rows in packed._micro_batches(lengths))
+    for m in (m_pack, m_budget):
+        assert m["loss/policy"] == pytest.approx(m_pad["loss/policy"], rel=1e-5)
+        assert m["grad/norm"] == pytest.approx(m_pad["grad/norm"], rel=1e-4)
+    for key in ("logp", "entropy"):
+        torch.testing.assert_close(before_pack[key], before_pad[key], rtol=0, atol=1e-5)
+    for learner in (packed, by_budget):
+        for p, q in zip(learner.unwrapped.parameters(), padded.unwrapped.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+    changed = any(
+        not torch.equal(p, q) for p, q in zip(packed.unwrapped.parameters(), tiny_model.parameters())
+    )
+    assert changed, "the update must move the weights"
+    assert m_pack["learner/padding_frac"] == 0.0  # every computed position is a real token
+
+
+def test_update_logs_the_padding_of_the_token_budget_plan(tiny_model, tokenizer):
+    batch = rollout_batch(tokenizer, n=4)
+    lengths = batch.attention_mask.sum(-1).tolist()
+    assert lengths == [5, 7, 9, 6]  # responses of 1, 3, 5, 2 tokens after 4-token prompts
+    learner = _learner(copy.deepcopy(tiny_model), LearnerConfig(max_tokens_per_microbatch=14))
+    metrics, _ = learner.update(batch)
+    # longest first: 9 alone (2 x 9 > 14); 7 and 6 together (2 x 7 = 14); 5 would make 3 x 7 -> alone:
+    # 9 + 14 + 5 = 28 positions computed for 27 real tokens
+    assert metrics["learner/padding_frac"] == pytest.approx(1 / 28)
+
+
+# ---- config --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("budget", "pack", "key"),
+    [
+        (0, False, "learner.max_tokens_per_microbatch"),
+        (-5, True, "learner.max_tokens_per_microbatch"),
+        (None, True, "learner.pack"),
+    ],
+)
+def test_config_rejects_bad_budget_and_pack_without_budget(budget, pack, key):
+    cfg = RLVRConfig()
+    cfg.model.builtin = "tiny-addition"
+    validate(cfg)
+    cfg.learner.max_tokens_per_microbatch, cfg.learner.pack = budget, pack
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert err.value.key == key
