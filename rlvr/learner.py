@@ -280,6 +280,9 @@ class Learner:
         tensors of the policy before the update (`entropy`, `logp`, on the learner's device). `seed` drives the
         update's own random draws (Clip-Cov's token draw; None: torch's global RNG)."""
         started = time.perf_counter()
+        # from_pretrained returns eval mode (and the hf sampler switches the shared module to it): transformers
+        # applies gradient checkpointing only in train mode
+        self.model.train()
         a, device = self.algo, self.accelerator.device
         resp = batch.response_mask.to(device)
         adv = batch.advantages.to(device)

@@ -154,3 +154,22 @@ def test_padding_fraction_counts_positions_of_each_micro_batch(tiny_model, token
     computed = 2 * max(lengths[:2]) + 2 * max(lengths[2:])
     assert metrics["learner/padding_frac"] == pytest.approx(1 - sum(lengths) / computed)
     assert 0 < metrics["learner/padding_frac"] < 1  # rows of different lengths: some padding, not all
+
+
+def test_gradient_checkpointing_recomputes_layers_in_update(tiny_model, tokenizer):
+    """model.gradient_checkpointing: each decoder layer runs twice per micro-batch (forward, then again in
+    backward), even though from_pretrained (and the hf sampler) leave the module in eval mode."""
+    batch = rollout_batch(tokenizer, n=4)
+
+    def layer_calls(checkpointing: bool) -> int:
+        model = copy.deepcopy(tiny_model).eval()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        calls = []
+        # a pre-hook: the recompute stops once it has what backward needs, before forward hooks would run
+        model.model.layers[0].register_forward_pre_hook(lambda *args: calls.append(1))
+        _learner(model, micro_batch_size=4).update(batch)
+        return len(calls)
+
+    assert layer_calls(False) == 1  # one micro-batch, no pre-pass
+    assert layer_calls(True) == 2
