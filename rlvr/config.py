@@ -121,6 +121,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 256
+    ignore_eos: bool = False  # sample past EOS: every completion is max_new_tokens long (benchmarks)
     # truncated importance sampling: weight each token's policy loss by min(pi_learner / pi_rollout, tis_cap),
     # correcting for the sampler's numerics differing from the learner's (null = off)
     tis_cap: float | None = None

@@ -184,9 +184,8 @@ class Trainer:
         self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
         self.verifier = MathVerifier(cfg.reward.num_workers, cfg.reward.timeout_s)
         self.sampler = PromptSampler(len(prep.train), cfg.trainer.seed)
-        self.params = SamplingParams(
-            cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k, cfg.rollout.max_new_tokens
-        )
+        r = cfg.rollout
+        self.params = SamplingParams(r.temperature, r.top_p, r.top_k, r.max_new_tokens, r.ignore_eos)
         self.step, self.resets, self.stop_requested = 0, 0, False
         m = cfg.monitor
         self.law = EntropyLawTracker()
