@@ -6,6 +6,7 @@ import time
 import pytest
 
 from rlvr.reward import MathVerifier, Verdict, rewards_from_verdicts, verify_one
+from rlvr.reward.math_verifier import fast_verdict
 
 # Correct, Wrong, No answer, Timeout
 C, W, N, T = Verdict.CORRECT, Verdict.INCORRECT, Verdict.NO_ANSWER, Verdict.TIMEOUT
@@ -196,3 +197,87 @@ def test_rewards_from_verdicts():
         -0.5,
         -0.25,
     ]
+
+
+# (completion, gold) pairs beyond PAIRS and HOSTILE for the fast-path comparison: real completions of the
+# embedded tiny model (8 forced tokens: junk follows the answer), boxes holding the gold verbatim, and texts
+# where "the last box equals the gold" would be wrong but math-verify reads something else.
+MORE = [
+    (r"\boxed{76}+17}", "76"),
+    (r"\boxed{100}}03", "100"),
+    (r"\boxed{135}N\boxed{3", "135"),
+    (r"\boxed{75}0}u\boxed{", "76"),
+    (r"Expanding: \[\boxed{ x^2+2x+1 }\]", "x^2+2x+1"),
+    (r"So the set is $\boxed{\{1,2,3\}}$.", r"\{1,2,3\}"),
+    (HOSTILE["code_boxed"], "__import__('os').system('touch /tmp/rlvr_pwned')"),
+    (r"$\boxed{1}$ and $\boxed{2}$", "2"),  # math-verify reads {1, 2}
+    (r"\boxed{5} \fbox{6}", "5"),  # it reads \fbox as a box too
+    (r"\boxed{5}. The final answer is $6$. I hope it is correct.", "5"),  # it reads 6
+]
+
+
+def test_fast_path_gives_the_full_paths_verdicts(verifier):
+    pairs = [p.values if hasattr(p, "values") else p for p in PAIRS]
+    completions = [c for _, c, _ in pairs] + list(HOSTILE.values()) + [c for c, _ in MORE]
+    golds = [g for g, _, _ in pairs] + ["5"] * len(HOSTILE) + [g for _, g in MORE]
+    answered_fast = [
+        fast_verdict(c[-verifier.max_chars :], g) is not None for c, g in zip(completions, golds)
+    ]
+    assert sum(answered_fast) == 11  # 5 from PAIRS, megabyte_text, 5 from MORE: the comparison covers it
+    fast = verifier.verify(completions, golds)
+    verifier.fast_path = False
+    try:
+        full = verifier.verify(completions, golds)
+    finally:
+        verifier.fast_path = True
+    # a sample that the workers answer both times may time out in one run only (nested_fracs is close to it)
+    assert all(a == b or (T in (a, b) and not quick) for a, b, quick in zip(fast, full, answered_fast))
+    assert full[-3:] == [W, W, W]
+    assert not os.path.exists("/tmp/rlvr_pwned")
+
+
+def _always_incorrect(completion: str, gold: str, timeout_s: float) -> Verdict:
+    return Verdict.INCORRECT
+
+
+def test_fast_path_answers_without_the_workers():
+    completions = [r"So $x = \boxed{\frac{1}{2}}$.", r"So $x = \boxed{0.5}$.", r"So $x = \frac{1}{2}$."]
+    with MathVerifier(num_workers=1, timeout_s=1.0, _verify_fn=_always_incorrect) as v:
+        assert v.verify(completions, [r" \frac{1}{2}"] * 3) == [C, W, W]  # only the first skipped the worker
+        v.fast_path = False
+        assert v.verify(completions, [r" \frac{1}{2}"] * 3) == [W, W, W]
+
+
+@pytest.mark.parametrize(
+    "completion,gold,expected",
+    [
+        (r"$\boxed{\frac{1}{2}}$", r"\frac{1}{2}", C),  # nested braces
+        (r"$\boxed{\frac{1}{2}}$", r"\frac{1}{2", None),
+        (r"$\boxed{\{1\}}$", r"\{1\}", C),  # escaped braces count, as in math-verify
+        (r"$\boxed{ 5 }$", " 5", C),
+        (r"\boxed{76}+17}", "76", C),  # closers after the box
+        (r"$\boxed{\frac{1}{2}$", r"\frac{1}{2}", None),  # unbalanced
+        (r"$\boxed{\frac{1}{2}$", r"\frac{1", None),
+        (r"$\boxed{5", "5", None),
+        (r"$\boxed {5}$", "5", None),
+        (r"$\boxed{}$", "", None),
+        (r"$\boxed{1}$, no: $\boxed{2}$", "2", None),  # several boxes: math-verify may join them
+        (r"$\boxed{2}$, no: $\boxed{1}$", "2", None),
+        (r"\fbox{1} $\boxed{2}$", "2", None),
+        (r"The final answer is $\boxed{2}$. I hope it is correct.", "2", None),
+        (r"$\boxed{10}$\%", "10", None),
+        (r"$\boxed{10}$ Percent", "10", None),
+        (r"$\boxed{\$5}$", r"\$5", None),  # the box would hold a math environment's end
+        (r"\(\boxed{a\)b}\)", r"a\)b", None),
+        (r"\boxed{4}", "5", None),  # not equal: math-verify decides (it may still be equivalent)
+    ],
+)
+def test_fast_verdict(completion, gold, expected):
+    assert fast_verdict(completion, gold) == expected
+
+
+def test_several_boxes_are_not_the_last_box():
+    """Why the fast path declines several boxes instead of taking the last: math-verify joins them."""
+    assert fast_verdict(r"$\boxed{1}$ and $\boxed{2}$", "2") is None
+    assert verify_one(r"$\boxed{1}$ and $\boxed{2}$", "2", TIMEOUT_S) == W
+    assert verify_one(r"$\boxed{1}$, no wait: $\boxed{2}$", "2", TIMEOUT_S) == C

@@ -4,6 +4,8 @@ Completions are untrusted text: they are only ever parsed by math-verify (regexe
 sympy), never evaluated by us. Parsing or comparing can still hang sympy (`\\boxed{9^{9^{9^9}}}`), so each
 sample runs under a SIGALRM deadline inside a worker process - signals work only on a process's main thread,
 which is why verification never runs in a thread - and the parent kills a worker that overruns even that.
+The one shortcut: a completion whose only `\\boxed{}` holds exactly the gold text is CORRECT without a worker
+(`fast_verdict`), a string comparison that runs in linear time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import enum
 import logging
 import math
 import multiprocessing as mp
+import re
 import signal
 import threading
 import time
@@ -47,6 +50,44 @@ def _gold_text(gold: str) -> str:
     if "\\boxed" in gold or (len(gold) > 1 and gold[0] == "$" and gold[-1] == "$"):
         return gold
     return f"\\boxed{{{gold}}}"
+
+
+# Signs that math-verify may read an answer other than the one box; `fast_verdict` then leaves it to it.
+_FINAL_ANSWER_IS = re.compile(r"(?i:final answer is)")  # "final answer is X. I hope" ranks as high as a box
+# a math environment ($..$, \[..\], \(..\), " [..] ") may end here, cutting the box short
+_ENV_END = re.compile(r"\$|\\\]|\\\)|\]\s")
+_PERCENT = re.compile(r"%|[Pp]ercent|[Pp]ct")  # after the math, it makes the answer a percentage
+_BRACE = re.compile(r"[{}]")
+
+
+def fast_verdict(completion: str, gold: str) -> Verdict | None:
+    """CORRECT when `completion` holds a single `\\boxed{...}` whose content, stripped, is exactly `gold`
+    stripped; None (ask math-verify) otherwise.
+
+    Saves the worker round trip and sympy for the commonest verdict. It gives math-verify's verdict because
+    both sides then reduce to the same normalized string, which math-verify accepts as equal - as long as
+    nothing else in the text wins its answer extraction, hence the guards: math-verify joins several boxed
+    answers into a set (`$\\boxed{1}$ and $\\boxed{2}$` is not 2), also reads `\\fbox`, ranks "final answer
+    is X. I hope" as high as a box, reads a following `%` as a percentage, and cuts a box at the end of an
+    enclosing math environment. Braces are counted raw, as math-verify does (`\\{` counts too). Where
+    math-verify would time out or fail on the gold itself, this still says CORRECT. Plain string work:
+    linear in the length of the (already truncated) completion, never evaluates anything.
+    """
+    gold = gold.strip()
+    if not gold or completion.count("\\boxed") != 1 or "\\fbox" in completion:
+        return None
+    box = completion.find("\\boxed{")
+    if box < 0 or _FINAL_ANSWER_IS.search(completion):
+        return None
+    start = box + len("\\boxed{")
+    depth = 1
+    for brace in _BRACE.finditer(completion, start):
+        depth += 1 if brace.group() == "{" else -1
+        if depth == 0:
+            content = completion[start : brace.start()]
+            clean = not _ENV_END.search(content) and not _PERCENT.search(completion, brace.end())
+            return Verdict.CORRECT if clean and content.strip() == gold else None
+    return None  # unbalanced
 
 
 def verify_one(completion: str, gold: str, timeout_s: float) -> Verdict:
@@ -129,6 +170,7 @@ class MathVerifier:
     `timeout_s * 2 + 1` s (stuck in C code that never checks signals), or that dies, is killed and replaced,
     and that sample is TIMEOUT. Completions are cut to their last `max_chars` characters before sending:
     the final answer is at the end, and this bounds the work a megabyte-long completion can cause.
+    With `fast_path` (the default), a sample that `fast_verdict` settles is not sent to a worker.
     `_verify_fn` (a picklable module-level function, default `verify_one`) is a hook for tests.
     Not thread-safe: call `verify` from one thread at a time.
     """
@@ -138,11 +180,12 @@ class MathVerifier:
         num_workers: int = 2,
         timeout_s: float = 5.0,
         max_chars: int = 10_000,
+        fast_path: bool = True,
         _verify_fn: Callable[[str, str, float], Verdict] = verify_one,
     ):
         if num_workers < 1 or timeout_s <= 0 or max_chars < 1:
             raise ValueError(f"bad num_workers={num_workers}, timeout_s={timeout_s} or max_chars={max_chars}")
-        self.timeout_s, self.max_chars = timeout_s, max_chars
+        self.timeout_s, self.max_chars, self.fast_path = timeout_s, max_chars, fast_path
         self.hard_limit_s = timeout_s * 2 + 1
         ctx = mp.get_context("spawn")
         self._new_worker = lambda: _Worker(ctx, _verify_fn, timeout_s)
@@ -161,9 +204,9 @@ class MathVerifier:
         if len(completions) != len(golds):
             raise ValueError(f"{len(completions)} completions but {len(golds)} golds")
         items = [(c[-self.max_chars :], g) for c, g in zip(completions, golds)]
-        results: list[Verdict | None] = [None] * len(items)
-        pending = deque(range(len(items)))
-        chunk = max(1, min(_MAX_CHUNK, math.ceil(len(items) / (4 * len(self._workers)))))
+        results: list[Verdict | None] = [fast_verdict(c, g) if self.fast_path else None for c, g in items]
+        pending = deque(i for i, v in enumerate(results) if v is None)
+        chunk = max(1, min(_MAX_CHUNK, math.ceil(len(pending) / (4 * len(self._workers)))))
         try:
             while pending or any(w.todo or not w.ready for w in self._workers):
                 for i, w in enumerate(self._workers):
