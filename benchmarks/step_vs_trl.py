@@ -72,8 +72,7 @@ def model_dir() -> Path:
 # ---- one side, in its own process -----------------------------------------------------------------------
 def run_rlvr(backend: str, w: Workload, out: Path) -> dict:
     """rlvr's training loop on the quickstart preset, with DAPO's batch refills and length shaping off (TRL
-    has neither), one micro-batch, and sampling forced to max_new_tokens (the trainer's SamplingParams with
-    ignore_eos: the config has no key for it)."""
+    has neither), one micro-batch, and sampling forced to max_new_tokens (rollout.ignore_eos)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -85,6 +84,7 @@ def run_rlvr(backend: str, w: Workload, out: Path) -> dict:
         "experiment=quickstart",
         f"rollout={backend}",
         f"rollout.max_new_tokens={w.max_new_tokens}",
+        "rollout.ignore_eos=true",
         f"trainer.output_dir={out}",
         f"trainer.total_steps={w.steps}",
         f"trainer.prompts_per_step={w.prompts}",
@@ -100,8 +100,8 @@ def run_rlvr(backend: str, w: Workload, out: Path) -> dict:
         "algo.kl.coef=0",
         "algo.ppo_epochs=1",
         "algo.num_minibatches=1",
-        # one micro-batch of every sequence, padded, as TRL's; the quickstart packs rows into 512-token
-        # micro-batches instead (--rlvr-overrides "learner.max_tokens_per_microbatch=512 learner.pack=true")
+        # one micro-batch of every sequence, padded, as TRL's (packed rows: --rlvr-overrides
+        # "learner.max_tokens_per_microbatch=512 learner.pack=true")
         f"learner.micro_batch_size={w.prompts * w.group_size}",
         "learner.max_tokens_per_microbatch=null",
         "learner.pack=false",
@@ -113,7 +113,6 @@ def run_rlvr(backend: str, w: Workload, out: Path) -> dict:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = OmegaConf.to_object(compose(config_name="config", overrides=overrides))
     trainer = Trainer(prepare(cfg, out))
-    trainer.params = dataclasses.replace(trainer.params, ignore_eos=True)
     trainer.run()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     n = w.prompts * w.group_size
