@@ -15,7 +15,25 @@ from typing import TypeVar
 import torch
 import torch.distributed as tdist
 
+from rlvr.config import ConfigError
+
 T = TypeVar("T")
+
+
+SHARDED = ("FSDP", "DEEPSPEED")
+"""accelerate's distributed types that shard the policy: not supported until checkpoints gather the shards."""
+
+
+def check_supported(distributed_type: str) -> None:
+    """Refuse FSDP / DeepSpeed before any step: rank 0 would checkpoint only its own shard of the weights and
+    of Adam's state (and a save that gathers on rank 0 alone would wait forever for the other ranks)."""
+    name = getattr(distributed_type, "value", distributed_type)  # accelerate's DistributedType is a str enum
+    if name in SHARDED:
+        raise ConfigError(
+            "accelerate distributed_type",
+            f"{name} (sharded training) is not supported yet: checkpoints do not gather sharded "
+            "state; use configs/accelerate/ddp.yaml (docs/SCALE_OUT.md)",
+        )
 
 
 def active() -> bool:

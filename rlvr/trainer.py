@@ -162,6 +162,7 @@ class Trainer:
             cpu=not torch.cuda.is_available(),
             mixed_precision="bf16" if cfg.model.dtype == "bfloat16" else "no",
         )
+        dist.check_supported(self.accelerator.distributed_type)
         source = prep.resume_from / "policy" if prep.resume_from else cfg.model.path
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, attn_implementation=cfg.model.attn_implementation

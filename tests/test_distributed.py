@@ -90,3 +90,17 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path):
     run_train(tiny_cache, two, *overrides[1:], "trainer.total_steps=3")
     assert [m["step"] for m in metrics_lines(two)] == [1, 2, 3]
     assert (two / "checkpoints/latest").read_text().strip() == "step_000003"
+
+
+def test_sharded_training_is_refused_with_the_reason():
+    """FSDP / DeepSpeed would checkpoint rank 0's shard only: refused up front, naming the fix."""
+    from accelerate.utils import DistributedType
+
+    from rlvr import distributed
+    from rlvr.config import ConfigError
+
+    for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(ConfigError, match="accelerate distributed_type.*ddp.yaml"):
+            distributed.check_supported(sharded)
+    for fine in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        distributed.check_supported(fine)
