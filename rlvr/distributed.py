@@ -104,6 +104,14 @@ def barrier() -> None:
         tdist.barrier()
 
 
+def shutdown() -> None:
+    """Leave the process group together: a rank that exits while gloo's threads still serve another rank can
+    abort at interpreter exit ("terminate called without an active exception")."""
+    if active():
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
 def _collective_device() -> torch.device:
     if tdist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())

@@ -479,3 +479,4 @@ class Trainer:
         self.logger.close()
         self.verifier.close()
         self.engine.close()
+        dist.shutdown()

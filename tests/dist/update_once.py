@@ -52,6 +52,7 @@ def main(out: str, loss_agg: str, pack: bool) -> None:
             },
             out,
         )
+    dist.shutdown()
 
 
 if __name__ == "__main__":
