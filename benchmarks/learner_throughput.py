@@ -41,11 +41,15 @@ import statistics
 import time
 
 import torch
-from rollout_throughput import MODELS, machine  # benchmarks/ is on sys.path when this file runs as a script
+from rollout_throughput import (  # benchmarks/ is on sys.path when this file runs as a script
+    MODELS,
+    machine,
+    random_qwen2,
+)
 
 from rlvr.config import AlgoConfig, ConfigError, LearnerConfig, ModelConfig, OptimConfig, RLVRConfig, validate
 from rlvr.learner import Learner, RolloutBatch
-from rlvr.tiny_model import build_model, build_tokenizer
+from rlvr.tiny_model import build_tokenizer
 
 QWEN25_VOCAB = 151936
 # name -> Qwen2 shape overrides (None: the embedded tiny model's shape); no vocab_size: the tiny tokenizer's
@@ -72,24 +76,8 @@ SHAPES: dict[str, dict | None] = {
 
 def build(name: str, tokenizer, max_len: int, device: str, attn_implementation: str):
     """Randomly initialised (seed 0) float32 Qwen2 of shape `name`, created on `device`, tied embeddings."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     with torch.device(device):  # initialise on the GPU: a 1.5B model's random init is slow on CPU
-        if SHAPES[name] is None:
-            model = build_model(len(tokenizer), eos, pad, seed=0)
-        else:
-            config = Qwen2Config(
-                **{"vocab_size": len(tokenizer), **SHAPES[name]},
-                max_position_embeddings=max_len,
-                tie_word_embeddings=True,
-                bos_token_id=eos,
-                eos_token_id=eos,
-                pad_token_id=pad,
-            )
-            torch.manual_seed(0)
-            model = Qwen2ForCausalLM(config)
-    model.config.max_position_embeddings = max(model.config.max_position_embeddings, max_len)
+        model = random_qwen2(SHAPES[name], tokenizer, max_len)
     model.set_attn_implementation(attn_implementation)
     return model
 

@@ -42,26 +42,32 @@ MODELS: dict[str, dict | None] = {
 }
 
 
-def save_model(name: str, tokenizer, max_len: int, out: Path) -> int:
-    """Randomly initialise model `name`, save it with the tokenizer to `out`; returns its parameter count."""
+def random_qwen2(shape: dict | None, tokenizer, max_len: int):
+    """A randomly initialised (seed 0) Qwen2 of `shape` (Qwen2Config fields; None: the embedded tiny model's),
+    tied embeddings, positions for at least `max_len` tokens."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    if MODELS[name] is None:
+    if shape is None:
         model = build_model(len(tokenizer), eos, pad, seed=0)
-        model.config.max_position_embeddings = max(model.config.max_position_embeddings, max_len)
     else:
         config = Qwen2Config(
-            vocab_size=len(tokenizer),
+            **{"vocab_size": len(tokenizer), **shape},
             max_position_embeddings=max_len,
             tie_word_embeddings=True,
             bos_token_id=eos,
             eos_token_id=eos,
             pad_token_id=pad,
-            **MODELS[name],
         )
         torch.manual_seed(0)
         model = Qwen2ForCausalLM(config)
+    model.config.max_position_embeddings = max(model.config.max_position_embeddings, max_len)
+    return model
+
+
+def save_model(name: str, tokenizer, max_len: int, out: Path) -> int:
+    """Randomly initialise model `name`, save it with the tokenizer to `out`; returns its parameter count."""
+    model = random_qwen2(MODELS[name], tokenizer, max_len)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return sum(p.numel() for p in model.parameters())
