@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU learner benchmark: Learner.update throughput and MFU of Qwen2.5-0.5B- and 1.5B-shaped models (random init,
-# no download) in bf16 on one GPU, then benchmarks/logprob_memory.py. Needs torch (CUDA), transformers and
-# accelerate; no vllm, no network. Estimated 3-5 minutes on one H100 (not yet run there; budget: under 10).
+# GPU learner benchmark: first the exactness checks on this device (benchmarks/gpu_exactness.py), then
+# Learner.update throughput and MFU of Qwen2.5-0.5B- and 1.5B-shaped models (random init, no download) in bf16
+# on one GPU, then benchmarks/logprob_memory.py. Exits non-zero when an exactness check failed. Needs torch
+# (CUDA), transformers and accelerate; no vllm, no network. 270 s on one H100 (2026-11-27; docs/PERFORMANCE.md).
 #
 #   benchmarks/gpu_learner.sh [extra learner_throughput.py flags, which override the ones below]
 #
@@ -26,6 +27,10 @@ run() {
     "$@"
 }
 
+echo "== exactness on this device: chunked vs full logits, packed vs padded (benchmarks/gpu_exactness.py)"
+exact=0
+run "$PYTHON" benchmarks/gpu_exactness.py --device "$DEVICE" || exact=$?
+
 # 64 sequences = e.g. 8 prompts x G=8; 16,384-token micro-batches (10 rows of 1,536); activations checkpointed
 common=(--device "$DEVICE" --dtype bfloat16 --shapes "$SHAPES" --seqs 64 --prompt-len 512 --response-len 1024
     --gradient-checkpointing --max-tokens-per-microbatch 16384 --repeats 3)
@@ -39,3 +44,4 @@ run "$PYTHON" benchmarks/learner_throughput.py "${common[@]}" --min-response-len
 echo "== LM-head log-prob memory: chunked vs full logits"
 # shellcheck disable=SC2086  # LOGPROB_ARGS is a list of flags
 run "$PYTHON" benchmarks/logprob_memory.py --device "$DEVICE" ${LOGPROB_ARGS:---dtype bfloat16 --tokens 4096,16384,65536}
+exit "$exact"

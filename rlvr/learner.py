@@ -89,69 +89,128 @@ class ResponseLogprobs(torch.nn.Module):
         )
 
 
-def split_micro_batches(plan: Sequence[Sequence[int]], rank: int, world: int) -> list[Sequence[int] | None]:
+def split_micro_batches(plan: Sequence, rank: int, world: int) -> list:
     """rank's micro-batches (every world-th, from its rank on), padded with None to the same count on every rank:
     each backward is a gradient all-reduce that every rank must join, so a rank short of work runs a dummy."""
     mine = list(plan[rank::world])
     return mine + [None] * (-(-len(plan) // world) - len(mine))
 
 
-def micro_batch_positions(lengths: Sequence[int], pack: bool) -> int:
-    """Positions one forward pass computes for sequences of these real lengths: packed into one row, their sum;
-    right-padded to the longest, count x longest."""
-    return sum(lengths) if pack else len(lengths) * max(lengths)
+# A micro-batch is a list of forward rows, each a list of sequence indices: one per row unless packed.
+MicroBatch = list[list[int]]
+
+
+def micro_batch_positions(rows: MicroBatch, lengths: Sequence[int]) -> int:
+    """Positions one forward pass over these rows computes: every row right-padded to the longest row, a row
+    as long as the real lengths of its sequences together."""
+    return len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+
+
+def pack_sequences(order: Sequence[int], lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """First-fit: each sequence, taken in `order`, goes into the first row with room for it (its tokens plus
+    the row's <= capacity), else opens a new row; a sequence longer than capacity gets a row to itself. Rows
+    in the order they were opened."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        for r, left in enumerate(room):
+            if lengths[i] <= left:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+    return rows
 
 
 def plan_micro_batches(
-    lengths: Sequence[int], micro_batch_size: int, max_tokens: int | None, pack: bool
-) -> list[list[int]]:
-    """Rows 0..n-1, of these real lengths, grouped into micro-batches; returns each micro-batch's row indices.
+    lengths: Sequence[int],
+    micro_batch_size: int,
+    max_tokens: int | None,
+    pack: bool,
+    row_tokens: int | None = None,
+) -> list[MicroBatch]:
+    """Sequences 0..n-1, of these real lengths, laid out in micro-batches of forward rows.
 
-    max_tokens None: runs of micro_batch_size consecutive rows. Otherwise a token budget: each micro-batch
-    computes `micro_batch_positions(...) <= max_tokens` positions, except that a row longer than the budget
-    gets a micro-batch to itself. Rows are placed longest first: packed ones into the first micro-batch with
-    room (first-fit decreasing), padded ones into the newest, which holds the rows closest to them in length."""
+    max_tokens None: runs of micro_batch_size consecutive sequences, one per row. Otherwise a token budget,
+    sequences taken longest first: unpacked, one sequence per row; packed, first-fit decreasing into rows of
+    at most `row_tokens` tokens (None: the longest sequence's length, so that no packed row costs more attention
+    than a padded one: under sdpa/eager a packed row's attention spans the whole row). Rows then go longest
+    first, consecutive ones sharing a micro-batch while `micro_batch_positions <= max_tokens`; a row longer than
+    the budget gets a micro-batch to itself."""
     n = len(lengths)
     if max_tokens is None:
-        return [list(range(s, min(s + micro_batch_size, n))) for s in range(0, n, micro_batch_size)]
-    bins: list[list[int]] = []
-    for i in sorted(range(n), key=lambda i: -lengths[i]):
-        for b in bins if pack else bins[-1:]:
-            if micro_batch_positions([lengths[j] for j in b] + [lengths[i]], pack) <= max_tokens:
-                b.append(i)
-                break
+        return [[[i] for i in range(s, min(s + micro_batch_size, n))] for s in range(0, n, micro_batch_size)]
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    if pack:
+        capacity = min(row_tokens or max(lengths, default=1), max_tokens)
+        rows = pack_sequences(order, lengths, capacity)
+        rows.sort(key=lambda row: -sum(lengths[i] for i in row))  # rows of like length share a micro-batch
+    else:
+        rows = [[i] for i in order]
+    plan: list[MicroBatch] = []
+    for row in rows:
+        if plan and micro_batch_positions(plan[-1] + [row], lengths) <= max_tokens:
+            plan[-1].append(row)
         else:
-            bins.append([i])
-    return bins
+            plan.append([row])
+    return plan
 
 
-def padding_fraction(lengths: Sequence[int], micro_batches: Sequence[Sequence[int]], pack: bool) -> float:
-    """Share of the positions that forward passes over these micro-batches (row indices) compute that are not
-    real tokens."""
-    computed = sum(micro_batch_positions([lengths[i] for i in mb], pack) for mb in micro_batches)
-    real = sum(lengths[i] for mb in micro_batches for i in mb)
+def flat(micro_batch: MicroBatch) -> torch.Tensor:
+    """A micro-batch's sequence indices, row after row: the order pack_rows' row_sizes refer to."""
+    return torch.tensor([i for row in micro_batch for i in row])
+
+
+def padding_fraction(lengths: Sequence[int], micro_batches: Sequence[MicroBatch]) -> float:
+    """Share of the positions that forward passes over these micro-batches compute that are not real tokens."""
+    computed = sum(micro_batch_positions(mb, lengths) for mb in micro_batches)
+    real = sum(lengths[i] for mb in micro_batches for row in mb for i in row)
     return 1.0 - real / max(computed, 1)
 
 
-def pack_rows(input_ids: torch.Tensor, response_mask: torch.Tensor, lengths: torch.Tensor):
-    """Right-padded rows input_ids, response_mask [n, L] with real lengths [n] -> their real tokens back to back
-    in one row: (ids [1, T], position_ids [1, T], response_mask [1, T], rows [T], cols [T]) with T = sum(lengths),
-    where packed position k came from [rows[k], cols[k]]. Position ids are the columns, so they restart at 0
-    for each sequence (same rotary positions as unpacked, and the sequence boundaries transformers reads).
-    A sequence's first token is never predicted (unpacked, nothing precedes it), so it is dropped from the
-    response mask: packed, the previous sequence's last token would predict it."""
-    rows = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
-    starts = torch.cumsum(lengths, 0) - lengths
-    cols = torch.arange(len(rows), device=lengths.device) - starts[rows]
-    response = response_mask[rows, cols] & (cols > 0)
-    return input_ids[rows, cols][None], cols[None], response[None], rows, cols
+def pack_rows(
+    input_ids: torch.Tensor, response_mask: torch.Tensor, lengths: torch.Tensor, row_sizes: Sequence[int]
+):
+    """Right-padded sequences input_ids, response_mask [n, L] with real lengths [n] -> packed rows: the first
+    row_sizes[0] sequences back to back in row 0, the next row_sizes[1] in row 1, and so on, right-padded to
+    the longest row. Returns (ids, position_ids, response_mask) [k, W] and the map (src_rows, src_cols,
+    dst_rows, dst_cols), [T] each: token [src_rows, src_cols] went to [dst_rows, dst_cols].
+
+    Position ids are the columns, so they restart at 0 for each sequence (the same rotary positions as unpacked,
+    and the boundaries transformers reads); padding positions are all 0, so each pad token is a sequence of its
+    own, which nothing else attends to. A sequence's first token is never predicted (unpacked, nothing precedes
+    it), so it is dropped from the response mask: packed, the previous sequence's last token would predict it."""
+    device = lengths.device
+    n_rows = len(row_sizes)
+    seq_row = torch.repeat_interleave(
+        torch.arange(n_rows, device=device), torch.tensor(row_sizes, device=device)
+    )
+    starts = torch.cumsum(lengths, 0) - lengths  # each sequence's offset in all tokens back to back
+    row_lengths = torch.zeros(n_rows, dtype=lengths.dtype, device=device).index_add_(0, seq_row, lengths)
+    row_starts = torch.cumsum(row_lengths, 0) - row_lengths
+    src_rows = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
+    flat = torch.arange(len(src_rows), device=device)
+    src_cols = flat - starts[src_rows]
+    dst_rows = seq_row[src_rows]
+    dst_cols = flat - row_starts[dst_rows]
+    shape = (n_rows, int(row_lengths.max()))
+    ids = input_ids.new_zeros(shape)
+    pos = torch.zeros(shape, dtype=torch.long, device=device)
+    resp = torch.zeros(shape, dtype=torch.bool, device=device)
+    ids[dst_rows, dst_cols] = input_ids[src_rows, src_cols]
+    pos[dst_rows, dst_cols] = src_cols
+    resp[dst_rows, dst_cols] = response_mask[src_rows, src_cols] & (src_cols > 0)
+    return ids, pos, resp, (src_rows, src_cols, dst_rows, dst_cols)
 
 
-def unpack_rows(packed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]):
-    """Inverse of pack_rows' layout for a per-token tensor: packed [1, T] -> [n, L], zero where nothing was
-    packed. Differentiable."""
+def unpack_rows(packed: torch.Tensor, index: tuple[torch.Tensor, ...], shape: tuple[int, int]):
+    """Inverse of pack_rows' layout for a per-token tensor: packed [k, W] -> [n, L] (pack_rows' map as
+    `index`), zero where nothing was packed. Differentiable."""
+    src_rows, src_cols, dst_rows, dst_cols = index
     out = packed.new_zeros(shape)
-    out[rows, cols] = packed[0]
+    out[src_rows, src_cols] = packed[dst_rows, dst_cols]
     return out
 
 
@@ -206,21 +265,24 @@ class Learner:
         if self.algo.kl.reset_optimizer:
             self.optimizer.state.clear()
 
-    def _micro_batches(self, lengths: Sequence[int]) -> list[torch.Tensor]:
-        """`plan_micro_batches` under learner.*: row indices into the rows whose real lengths are given."""
+    def _micro_batches(self, lengths: Sequence[int]) -> list[MicroBatch]:
+        """`plan_micro_batches` under learner.*, over the sequences whose real lengths are given."""
         c = self.cfg
-        plan = plan_micro_batches(lengths, c.micro_batch_size, c.max_tokens_per_microbatch, c.pack)
-        return [torch.tensor(rows) for rows in plan]
+        return plan_micro_batches(
+            lengths, c.micro_batch_size, c.max_tokens_per_microbatch, c.pack, c.pack_row_tokens
+        )
 
-    def _forward(self, model, batch: RolloutBatch, rows: torch.Tensor):
-        """Forward on a micro-batch, packed into one row (learner.pack) or trimmed to its longest sequence;
-        returns (logp, entropy) [len(rows), L] in the batch's layout."""
+    def _forward(self, model, batch: RolloutBatch, rows: torch.Tensor, row_sizes: Sequence[int]):
+        """Forward on the sequences `rows` of the batch: packed (learner.pack) `row_sizes` sequences per row,
+        else one per row trimmed to the longest; returns (logp, entropy) [len(rows), L] in the batch's layout."""
         device = self.accelerator.device
         lengths = batch.attention_mask[rows].sum(-1)
         if self.cfg.pack:
-            ids, pos, resp, src_rows, src_cols = (
-                t.to(device) for t in pack_rows(batch.input_ids[rows], batch.response_mask[rows], lengths)
+            ids, pos, resp, index = pack_rows(
+                batch.input_ids[rows], batch.response_mask[rows], lengths, row_sizes
             )
+            ids, pos, resp = ids.to(device), pos.to(device), resp.to(device)
+            index = tuple(t.to(device) for t in index)
             att = None
         else:
             width = int(lengths.max())
@@ -233,7 +295,7 @@ class Learner:
             logp, entropy = model(ids, att, resp, pos)
         if self.cfg.pack:
             shape = (len(rows), batch.input_ids.shape[1])
-            return tuple(unpack_rows(t, src_rows, src_cols, shape) for t in (logp, entropy))
+            return tuple(unpack_rows(t, index, shape) for t in (logp, entropy))
         pad = batch.input_ids.shape[1] - width
         return torch.nn.functional.pad(logp, (0, pad)), torch.nn.functional.pad(entropy, (0, pad))
 
@@ -271,8 +333,9 @@ class Learner:
         logp = torch.zeros(batch.input_ids.shape, device=self.accelerator.device)
         entropy = torch.zeros_like(logp)
         plan = self._micro_batches(batch.attention_mask.sum(-1).tolist())
-        for rows in plan[dist.rank() :: dist.world_size()]:
-            logp[rows], entropy[rows] = self._forward(model, batch, rows)
+        for micro in plan[dist.rank() :: dist.world_size()]:
+            rows = flat(micro)
+            logp[rows], entropy[rows] = self._forward(model, batch, rows, [len(r) for r in micro])
         return dist.all_reduce_sum_(logp), dist.all_reduce_sum_(entropy)
 
     def update(self, batch: RolloutBatch, seed: int | None = None) -> dict[str, float]:
@@ -313,9 +376,12 @@ class Learner:
         fused_entropy = torch.zeros_like(fused_logp)
         minibatches = torch.arange(len(batch)).chunk(a.num_minibatches)
         lengths = batch.attention_mask.sum(-1).tolist()
-        # rows of each mini-batch's micro-batches, indices into the mini-batch (as the loss weights are)
+        # each mini-batch's micro-batches, as indices into the mini-batch (as the loss weights are)
         plans = [self._micro_batches([lengths[i] for i in mb.tolist()]) for mb in minibatches]
-        micro_batches = [mb[rows].tolist() for mb, plan in zip(minibatches, plans) for rows in plan]
+        padding = padding_fraction(
+            lengths,
+            [[mb[row].tolist() for row in micro] for mb, plan in zip(minibatches, plans) for micro in plan],
+        )
         cov_sel = self._cov_selection(old_logp, adv, pg_mask, minibatches, seed) if a.cov.mode else None
         world = dist.world_size()
         for _ in range(a.ppo_epochs):
@@ -324,7 +390,7 @@ class Learner:
                 w_pg = algo.loss_token_weights(pg_mask[mb], a.loss_agg)
                 w_kl = algo.loss_token_weights(resp[mb], a.loss_agg)
                 mine = split_micro_batches(plan, dist.rank(), world)
-                for k, rows in enumerate(mine):
+                for k, micro in enumerate(mine):
                     # DDP all-reduces gradients on each rank's last backward of the mini-batch only
                     sync = (
                         contextlib.nullcontext()
@@ -333,13 +399,17 @@ class Learner:
                     )
                     with sync:
                         if (
-                            rows is None
+                            micro is None
                         ):  # no micro-batch left for this rank: a zero loss joins the all-reduce
-                            logp, _ = self._forward(self.model, batch, mb[plan[0]])
+                            first = plan[0]
+                            logp, _ = self._forward(
+                                self.model, batch, mb[flat(first)], [len(r) for r in first]
+                            )
                             self.accelerator.backward(logp.sum() * 0.0)
                             continue
+                        rows = flat(micro)
                         idx = mb[rows]
-                        logp, ent = self._forward(self.model, batch, idx)
+                        logp, ent = self._forward(self.model, batch, idx, [len(r) for r in micro])
                         if not prepass:
                             fused_logp[idx], fused_entropy[idx] = logp.detach(), ent
                         old = old_logp[idx] if prepass else logp.detach()
@@ -393,7 +463,7 @@ class Learner:
             "grad/norm": sum(grad_norms) / len(grad_norms),
             "lr": lr,
             "learner/pg_token_frac": int(pg_mask.sum()) / max(n_tokens, 1),
-            "learner/padding_frac": padding_fraction(lengths, micro_batches, self.cfg.pack),
+            "learner/padding_frac": padding,
             "timing/learner_s": time.perf_counter() - started,
         }
         if ref_logp is not None:

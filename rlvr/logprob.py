@@ -98,7 +98,9 @@ def plain_logp_entropy(
     once, differentiated by autograd, which keeps them for backward. Float32 math, or float64 for float64
     inputs."""
     logits = hidden @ weight.T
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # float64 stays float64
+    logits = (
+        logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
+    )  # float64 stays float64
     logprobs = logits.log_softmax(-1)
     logp = logprobs.gather(-1, labels[:, None]).squeeze(-1)
     with torch.no_grad():

@@ -27,60 +27,79 @@ LENGTHS = [5, 9, 3, 7, 2]
 
 
 def test_plan_by_sequence_count_keeps_order():
-    assert plan_micro_batches(LENGTHS, 2, None, pack=False) == [[0, 1], [2, 3], [4]]
+    assert plan_micro_batches(LENGTHS, 2, None, pack=False) == [[[0], [1]], [[2], [3]], [[4]]]
 
 
-def test_plan_packed_is_first_fit_decreasing():
-    # budget 12, rows longest first: 9 (row 1) opens bin A; 7 (row 3) does not fit A (16) -> bin B;
-    # 5 (row 0) fits B (7 + 5 = 12); 3 (row 2) fits A (9 + 3 = 12); 2 (row 4) fits neither (14, 14) -> bin C
-    assert plan_micro_batches(LENGTHS, 2, 12, pack=True) == [[1, 2], [3, 0], [4]]
+def test_plan_packed_is_first_fit_decreasing_into_rows():
+    # rows of <= 12 tokens, longest first: 9 (seq 1) opens row A; 7 (seq 3) does not fit A (16) -> row B;
+    # 5 (seq 0) fits B (12); 3 (seq 2) fits A (12); 2 (seq 4) fits neither (14, 14) -> row C. A budget of 12
+    # holds one such row per micro-batch
+    assert plan_micro_batches(LENGTHS, 2, 12, pack=True, row_tokens=12) == [[[1, 2]], [[3, 0]], [[4]]]
+
+
+def test_plan_packed_rows_default_to_the_longest_sequence():
+    # rows of <= 9 tokens: 9 -> A (full); 7 -> B; 5 -> C; 3 fits C (8); 2 fits B (9). Budget 24: A + B make
+    # 2 x 9 = 18, adding C would make 3 x 9 = 27 -> C starts the next micro-batch
+    assert plan_micro_batches(LENGTHS, 2, 24, pack=True) == [[[1], [3, 4]], [[0, 2]]]
 
 
 def test_plan_padded_counts_rows_times_longest():
     # budget 12, longest first, only the newest micro-batch is tried: 9 alone; 7: 2 x 9 = 18 > 12 -> new;
     # 5: 2 x 7 = 14 -> new; 3: 2 x 5 = 10 fits; 2: 3 x 5 = 15 -> new
-    assert plan_micro_batches(LENGTHS, 2, 12, pack=False) == [[1], [3], [0, 2], [4]]
+    assert plan_micro_batches(LENGTHS, 2, 12, pack=False) == [[[1]], [[3]], [[0], [2]], [[4]]]
 
 
 @pytest.mark.parametrize("pack", [False, True])
 def test_a_row_longer_than_the_budget_gets_a_micro_batch_to_itself(pack):
-    assert plan_micro_batches([3, 20, 4], 8, 10, pack) == [[1], [2, 0]]
+    assert plan_micro_batches([3, 20, 4], 8, 10, pack) == [[[1]], [[2, 0]] if pack else [[2], [0]]]
 
 
-@pytest.mark.parametrize("pack", [False, True])
-def test_plan_covers_every_row_once_within_the_budget(pack):
+@pytest.mark.parametrize("pack,row_tokens", [(False, None), (True, None), (True, 30), (True, 64)])
+def test_plan_covers_every_sequence_once_within_the_budget(pack, row_tokens):
     rng = random.Random(0)
     lengths = [rng.randint(1, 40) for _ in range(200)]
-    plan = plan_micro_batches(lengths, 8, 64, pack)
-    assert sorted(i for mb in plan for i in mb) == list(range(200))
-    for mb in plan:
-        cost = sum(lengths[i] for i in mb) if pack else len(mb) * max(lengths[i] for i in mb)
-        assert cost <= 64
+    plan = plan_micro_batches(lengths, 8, 64, pack, row_tokens)
+    assert sorted(i for mb in plan for row in mb for i in row) == list(range(200))
+    cap = row_tokens or max(lengths)
+    for mb in plan:  # a sequence longer than the row length gets a row to itself
+        assert all(len(row) == 1 or sum(lengths[i] for i in row) <= cap for row in mb)
+        assert len(mb) * max(sum(lengths[i] for i in row) for row in mb) <= 64
+    assert padding_fraction(lengths, plan) < (0.02 if pack else 0.1)
 
 
 def test_padding_fraction_by_hand():
-    # padded plan [[1], [3], [0, 2], [4]]: computed 9 + 7 + 2 x 5 + 2 = 28 positions for 26 real tokens
-    assert padding_fraction(LENGTHS, [[1], [3], [0, 2], [4]], pack=False) == pytest.approx(2 / 28)
+    # padded plan: computed 9 + 7 + 2 x 5 + 2 = 28 positions for 26 real tokens
+    assert padding_fraction(LENGTHS, [[[1]], [[3]], [[0], [2]], [[4]]]) == pytest.approx(2 / 28)
     # one sequence-count micro-batch of all five rows: 5 x 9 = 45 positions
-    assert padding_fraction(LENGTHS, [[0, 1, 2, 3, 4]], pack=False) == pytest.approx(1 - 26 / 45)
-    assert padding_fraction(LENGTHS, [[1, 2], [3, 0], [4]], pack=True) == 0.0  # packed rows hold no padding
+    assert padding_fraction(LENGTHS, [[[0], [1], [2], [3], [4]]]) == pytest.approx(1 - 26 / 45)
+    assert padding_fraction(LENGTHS, [[[1], [3, 4]], [[0, 2]]]) == 0.0  # rows of 9, 9 | 8
+    assert padding_fraction(LENGTHS, [[[1, 2], [3]]]) == pytest.approx(5 / 24)  # rows of 12 and 7
 
 
 # ---- the packed layout (pure) --------------------------------------------------------------------------
 
 
 def test_pack_rows_by_hand():
-    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
-    resp = torch.tensor([[False, False, True, False], [True, True, False, False]])
-    packed_ids, pos, packed_resp, rows, cols = pack_rows(ids, resp, torch.tensor([3, 2]))
-    assert packed_ids.tolist() == [[1, 2, 3, 4, 5]]
-    assert pos.tolist() == [[0, 1, 2, 0, 1]]  # restart at 0: the same rotary positions as unpacked
-    # row 1's first token is marked but never predicted (nothing precedes it unpacked): dropped, else token 3
-    # of row 0 would predict it
-    assert packed_resp.tolist() == [[False, False, True, False, True]]
-    assert (rows.tolist(), cols.tolist()) == ([0, 0, 0, 1, 1], [0, 1, 2, 0, 1])
-    back = unpack_rows(torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]]), rows, cols, (2, 4))
-    assert back.tolist() == [[1.0, 2.0, 3.0, 0.0], [4.0, 5.0, 0.0, 0.0]]
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0], [6, 7, 8, 9]])
+    resp = torch.tensor([[False, False, True, False], [True, True, False, False], [False, True, True, True]])
+    packed_ids, pos, packed_resp, index = pack_rows(ids, resp, torch.tensor([3, 2, 4]), [2, 1])
+    assert packed_ids.tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]]
+    # restart at 0: the same rotary positions as unpacked; the pad is a sequence of its own
+    assert pos.tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
+    # seq 1's first token is marked but never predicted (nothing precedes it unpacked): dropped, else token 3
+    # of seq 0 would predict it
+    assert packed_resp.tolist() == [[False, False, True, False, True], [False, True, True, True, False]]
+    src_rows, src_cols, dst_rows, dst_cols = index
+    assert (src_rows.tolist(), src_cols.tolist()) == (
+        [0, 0, 0, 1, 1, 2, 2, 2, 2],
+        [0, 1, 2, 0, 1, 0, 1, 2, 3],
+    )
+    assert (dst_rows.tolist(), dst_cols.tolist()) == (
+        [0, 0, 0, 0, 0, 1, 1, 1, 1],
+        [0, 1, 2, 3, 4, 0, 1, 2, 3],
+    )
+    back = unpack_rows(torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0]]), index, (3, 4))
+    assert back.tolist() == [[1.0, 2.0, 3.0, 0.0], [4.0, 5.0, 0.0, 0.0], [6.0, 7.0, 8.0, 9.0]]
 
 
 # ---- the model: packed == padded, and no attention across sequences ----------------------------------------
@@ -101,12 +120,12 @@ def _varied_batch(n_prompt=(2, 9, 5, 13, 1), n_resp=(6, 1, 4, 3, 7), seed=0) -> 
     return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(n, width))
 
 
-def _packed_logp_entropy(model, batch: RolloutBatch, temperature=0.7):
+def _packed_logp_entropy(model, batch: RolloutBatch, row_sizes, temperature=0.7):
     lengths = batch.attention_mask.sum(-1)
-    ids, pos, resp, rows, cols = pack_rows(batch.input_ids, batch.response_mask, lengths)
+    ids, pos, resp, index = pack_rows(batch.input_ids, batch.response_mask, lengths, row_sizes)
     logp, ent = response_logp_entropy(model, ids, None, resp, temperature, 5, position_ids=pos)
     shape = tuple(batch.input_ids.shape)
-    return unpack_rows(logp, rows, cols, shape), unpack_rows(ent, rows, cols, shape)
+    return unpack_rows(logp, index, shape), unpack_rows(ent, index, shape)
 
 
 @pytest.fixture(params=["sdpa", "eager"])
@@ -115,11 +134,12 @@ def model(request, tiny_model):
     return tiny_model
 
 
-def test_packed_logp_entropy_and_grads_equal_padded(model):
+@pytest.mark.parametrize("row_sizes", [[5], [2, 1, 2]], ids=["one-row", "three-rows"])
+def test_packed_logp_entropy_and_grads_equal_padded(model, row_sizes):
     batch = _varied_batch()
     other = copy.deepcopy(model)
     w = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
-    logp, ent = _packed_logp_entropy(model, batch)
+    logp, ent = _packed_logp_entropy(model, batch, row_sizes)
     ref_logp, ref_ent = response_logp_entropy(
         other, batch.input_ids, batch.attention_mask, batch.response_mask, 0.7, 5
     )
@@ -185,25 +205,33 @@ def test_update_with_packing_equals_padded(tiny_model, tokenizer, algo_overrides
     packed = _learner(
         copy.deepcopy(tiny_model), LearnerConfig(max_tokens_per_microbatch=24, pack=True), **algo_overrides
     )
+    one_row = LearnerConfig(max_tokens_per_microbatch=24, pack=True, pack_row_tokens=24)
+    packed_one_row = _learner(copy.deepcopy(tiny_model), one_row, **algo_overrides)
     by_budget = _learner(copy.deepcopy(tiny_model), budget, **algo_overrides)
     m_pad, before_pad = padded.update(batch)
     m_pack, before_pack = packed.update(batch)
+    m_one_row, before_one_row = packed_one_row.update(batch)
     m_budget, _ = by_budget.update(batch)
-    assert len(packed._micro_batches(lengths)) > 1  # several packed rows, several sequences in a row
-    assert any(len(rows) > 1 for rows in packed._micro_batches(lengths))
-    for m in (m_pack, m_budget):
+    # rows of <= 10 tokens (the longest sequence), 2 in a micro-batch; or one row of <= 24 tokens
+    plan, plan_one_row = packed._micro_batches(lengths), packed_one_row._micro_batches(lengths)
+    assert any(len(mb) > 1 for mb in plan) and any(len(row) > 1 for mb in plan for row in mb)
+    assert len(plan_one_row) > 1 and all(len(mb) == 1 for mb in plan_one_row)
+    assert any(len(row) > 2 for mb in plan_one_row for row in mb)
+    for m in (m_pack, m_one_row, m_budget):
         assert m["loss/policy"] == pytest.approx(m_pad["loss/policy"], rel=1e-5)
         assert m["grad/norm"] == pytest.approx(m_pad["grad/norm"], rel=1e-4)
-    for key in ("logp", "entropy"):
-        torch.testing.assert_close(before_pack[key], before_pad[key], rtol=0, atol=1e-5)
-    for learner in (packed, by_budget):
+    for before in (before_pack, before_one_row):
+        for key in ("logp", "entropy"):
+            torch.testing.assert_close(before[key], before_pad[key], rtol=0, atol=1e-5)
+    for learner in (packed, packed_one_row, by_budget):
         for p, q in zip(learner.unwrapped.parameters(), padded.unwrapped.parameters()):
             torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
     changed = any(
         not torch.equal(p, q) for p, q in zip(packed.unwrapped.parameters(), tiny_model.parameters())
     )
     assert changed, "the update must move the weights"
-    assert m_pack["learner/padding_frac"] == 0.0  # every computed position is a real token
+    assert m_one_row["learner/padding_frac"] == 0.0  # one row per micro-batch: every position is a real token
+    assert m_pack["learner/padding_frac"] <= m_budget["learner/padding_frac"]
 
 
 def test_update_logs_the_padding_of_the_token_budget_plan(tiny_model, tokenizer):
@@ -226,6 +254,8 @@ def test_update_logs_the_padding_of_the_token_budget_plan(tiny_model, tokenizer)
         (0, False, "learner.max_tokens_per_microbatch"),
         (-5, True, "learner.max_tokens_per_microbatch"),
         (None, True, "learner.pack"),
+        (64, False, "learner.pack_row_tokens"),
+        (64, True, "learner.pack_row_tokens"),
     ],
 )
 def test_config_rejects_bad_budget_and_pack_without_budget(budget, pack, key):
@@ -233,6 +263,8 @@ def test_config_rejects_bad_budget_and_pack_without_budget(budget, pack, key):
     cfg.model.builtin = "tiny-addition"
     validate(cfg)
     cfg.learner.max_tokens_per_microbatch, cfg.learner.pack = budget, pack
+    if key == "learner.pack_row_tokens":  # rows of 16 tokens without packing; rows of 0 tokens
+        cfg.learner.pack_row_tokens = 16 if not pack else 0
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert err.value.key == key
