@@ -281,3 +281,28 @@ def test_several_boxes_are_not_the_last_box():
     assert fast_verdict(r"$\boxed{1}$ and $\boxed{2}$", "2") is None
     assert verify_one(r"$\boxed{1}$ and $\boxed{2}$", "2", TIMEOUT_S) == W
     assert verify_one(r"$\boxed{1}$, no wait: $\boxed{2}$", "2", TIMEOUT_S) == C
+
+
+def test_identical_samples_are_verified_once(verifier):
+    # a group's G samples of a collapsed policy: four distinct (completion, gold) pairs among seven samples
+    three, four = r"$\boxed{3}$", r"$\boxed{4}$"
+    completions = [three, four, three, three, "no idea", four, "3"]
+    golds = ["3", "3", "3", "3", "3", "3", "4"]
+    verifier.fast_path = False
+    try:
+        assert verifier.verify(completions, golds) == [C, W, C, C, N, W, W]
+        assert verifier.last_sent == 4  # boxed 3, boxed 4 and "no idea" against 3; "3" against 4
+    finally:
+        verifier.fast_path = True
+    assert verifier.verify(completions, golds) == [C, W, C, C, N, W, W]
+    assert verifier.last_sent == 3  # the fast path settled boxed 3 against 3
+
+
+def test_gold_parse_is_cached_per_process():
+    from rlvr.reward.math_verifier import _parse_gold
+
+    gold = r"\frac{7}{13}"
+    assert verify_one(r"$\boxed{\frac{14}{26}}$", gold, 5.0) == C
+    hits = _parse_gold.cache_info().hits
+    assert verify_one(r"$\boxed{0.5}$", gold, 5.0) == W
+    assert _parse_gold.cache_info().hits == hits + 1
