@@ -213,6 +213,9 @@ MORE = [
     (r"$\boxed{1}$ and $\boxed{2}$", "2"),  # math-verify reads {1, 2}
     (r"\boxed{5} \fbox{6}", "5"),  # it reads \fbox as a box too
     (r"\boxed{5}. The final answer is $6$. I hope it is correct.", "5"),  # it reads 6
+    (r"\boxed{132}1}", "111"),  # different integers
+    (r"So $x = \boxed{ -3 }$.", "3"),
+    (r"\boxed{12}^\circ", "13"),
 ]
 
 
@@ -223,7 +226,7 @@ def test_fast_path_gives_the_full_paths_verdicts(verifier):
     answered_fast = [
         fast_verdict(c[-verifier.max_chars :], g) is not None for c, g in zip(completions, golds)
     ]
-    assert sum(answered_fast) == 11  # 5 from PAIRS, megabyte_text, 5 from MORE: the comparison covers it
+    assert sum(answered_fast) == 15  # 6 from PAIRS, megabyte_text, 8 from MORE: the comparison covers it
     fast = verifier.verify(completions, golds)
     verifier.fast_path = False
     try:
@@ -232,7 +235,7 @@ def test_fast_path_gives_the_full_paths_verdicts(verifier):
         verifier.fast_path = True
     # a sample that the workers answer both times may time out in one run only (nested_fracs is close to it)
     assert all(a == b or (T in (a, b) and not quick) for a, b, quick in zip(fast, full, answered_fast))
-    assert full[-3:] == [W, W, W]
+    assert full[-6:] == [W, W, W, W, W, W]
     assert not os.path.exists("/tmp/rlvr_pwned")
 
 
@@ -269,7 +272,14 @@ def test_fast_path_answers_without_the_workers():
         (r"$\boxed{10}$ Percent", "10", None),
         (r"$\boxed{\$5}$", r"\$5", None),  # the box would hold a math environment's end
         (r"\(\boxed{a\)b}\)", r"a\)b", None),
-        (r"\boxed{4}", "5", None),  # not equal: math-verify decides (it may still be equivalent)
+        (r"\boxed{4}", "5", W),  # two different integers: math-verify's verdict too
+        (r"$\boxed{ -3 }$.", "3", W),
+        (r"\boxed{132}1}", "111", W),  # the 8-token benchmark's junk after the box
+        (r"\boxed{10}$\%", "11", None),  # a percentage: math-verify decides
+        (r"\boxed{007}", "7", None),  # the same integer written differently: math-verify decides
+        (r"\boxed{0.5}", r"\frac{1}{2}", None),  # not equal as strings, not integers: it may be equivalent
+        (r"\boxed{4.0}", "5", None),
+        (r"\boxed{1234567890123456}", "1234567890123457", None),  # 16 digits: floats may not tell them apart
     ],
 )
 def test_fast_verdict(completion, gold, expected):
@@ -295,7 +305,7 @@ def test_identical_samples_are_verified_once(verifier):
     finally:
         verifier.fast_path = True
     assert verifier.verify(completions, golds) == [C, W, C, C, N, W, W]
-    assert verifier.last_sent == 3  # the fast path settled boxed 3 against 3
+    assert verifier.last_sent == 2  # the fast path settled boxed 3 and boxed 4 against 3
 
 
 def test_gold_parse_is_cached_per_process():
