@@ -7,6 +7,9 @@
 
 A checkpoint is first written to `checkpoints/.tmp-step_NNNNNN/`, then renamed into place; a directory named
 `step_*` is therefore always complete, and a crash mid-write leaves only a `.tmp-*` directory that resume ignores.
+
+Weights and optimizer state are saved whole, whatever the sharding (`gather_full_state`), the optimizer state
+keyed by parameter name: a checkpoint written by N processes, sharded (FSDP2) or not, resumes in M.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rlvr import distributed as dist
 
 LATEST = "latest"
 
@@ -64,19 +69,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    output_dir: str | Path, step: int, policy, tokenizer, reference, state: dict[str, Any], keep_last: int
+    output_dir: str | Path,
+    step: int,
+    policy,
+    tokenizer,
+    reference,
+    state: dict[str, Any],
+    keep_last: int,
+    policy_state: dict[str, torch.Tensor] | None = None,
+    reference_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically, point `latest` at it, and keep only the newest `keep_last`."""
+    """Write checkpoint `step` atomically, point `latest` at it, and keep only the newest `keep_last`.
+    `policy_state`, `reference_state`: the models' full weights (`gather_full_state`), where the modules hold
+    only shards; None: the modules' own."""
     root = Path(output_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
     tmp = root / f".tmp-{step_name(step)}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    policy.save_pretrained(tmp / "policy", safe_serialization=True)
+    # copies of the dicts: save_pretrained empties the state dict it is given
+    policy.save_pretrained(tmp / "policy", state_dict=_copy(policy_state), safe_serialization=True)
     tokenizer.save_pretrained(tmp / "policy")
     if reference is not None:
-        reference.save_pretrained(tmp / "reference", safe_serialization=True)
+        reference.save_pretrained(
+            tmp / "reference", state_dict=_copy(reference_state), safe_serialization=True
+        )
     torch.save(state, tmp / "state.pt")
     _fsync_tree(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
@@ -92,6 +110,10 @@ def save_checkpoint(
     for old in sorted(root.glob("step_*"))[:-keep_last]:
         shutil.rmtree(old)
     return final
+
+
+def _copy(state: dict | None) -> dict | None:
+    return None if state is None else dict(state)
 
 
 def find_latest(output_dir: str | Path) -> Path | None:
@@ -110,3 +132,76 @@ def find_latest(output_dir: str | Path) -> Path | None:
 def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     # Our own file, holding only tensors and plain Python values; weights come from safetensors.
     return torch.load(Path(checkpoint_dir) / "state.pt", map_location="cpu", weights_only=False)
+
+
+def gather_full_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(weights, optimizer state) of `model` whole, on rank 0, on CPU; empty dicts on the other ranks. A
+    collective: every rank calls it (under FSDP2 each tensor is all-gathered from its shards).
+
+    `model` is the module whose parameters `optimizer` holds, without wrappers (the learner's `unwrapped`).
+    The optimizer state is keyed by parameter name (torch.distributed.checkpoint's full state dict), not by
+    position: the names are the model's own whether it was plain, DDP-wrapped or sharded. Tensors of an
+    unsharded CPU model may be its live ones: save them, do not change them."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    if weights:
+        # tied weights (one parameter under two names) were gathered twice: one tensor again, which
+        # save_pretrained then writes once, as it does for the model itself
+        first: dict[int, str] = {}
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            first.setdefault(id(tensor), name)
+            weights[name] = weights[first[id(tensor)]]
+    if optimizer is None:
+        return weights, None
+    fresh = not optimizer.state
+    state = get_optimizer_state_dict(model, optimizer, options=options)
+    if fresh:
+        # to learn the state's layout torch.distributed.checkpoint took a zero-lr step: undone, or Adam's next
+        # step would count as its second
+        optimizer.state.clear()
+        state = {**state, "state": {}} if state else state
+    return weights, state
+
+
+def _keyed_by_name(optimizer_state: dict[str, Any]) -> bool:
+    return all(isinstance(p, str) for group in optimizer_state["param_groups"] for p in group["params"])
+
+
+def load_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Load `gather_full_state`'s optimizer state into `optimizer` over `model` (as there), at any world size
+    and sharding; under a process group rank 0's copy is the one loaded everywhere. A collective. Checkpoints
+    from before it hold `optimizer.state_dict()` (keyed by position, never sharded): loaded as they are."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if not _keyed_by_name(state):
+        if dist.is_sharded(model):
+            raise ValueError(
+                "this checkpoint's optimizer state is keyed by position (written before sharded checkpoints): "
+                "resume it once without FSDP, then continue from the next checkpoint under FSDP"
+            )
+        optimizer.load_state_dict(state)
+        return
+    # a fresh (empty) state has nothing for each parameter: not strict
+    options = StateDictOptions(
+        full_state_dict=True, broadcast_from_rank0=dist.active(), strict=bool(state["state"])
+    )
+    set_optimizer_state_dict(model, optimizer, state, options=options)
+    if not state["state"]:
+        optimizer.state.clear()  # the zero-lr step it took to learn the layout must not count as one
+
+
+def load_full_state(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load full weights (each rank holds them) into `model`, sharded or not; each rank keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))

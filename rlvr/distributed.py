@@ -20,20 +20,60 @@ from rlvr.config import ConfigError
 T = TypeVar("T")
 
 
-SHARDED = ("FSDP", "DEEPSPEED")
-"""accelerate's distributed types that shard the policy: not supported until checkpoints gather the shards."""
+def check_supported(distributed_type: str, rollout_backend: str, *, fsdp2: bool) -> None:
+    """Refuse, before any step, the parallel setups whose checkpoints or collectives would go wrong.
 
-
-def check_supported(distributed_type: str) -> None:
-    """Refuse FSDP / DeepSpeed before any step: rank 0 would checkpoint only its own shard of the weights and
-    of Adam's state (and a save that gathers on rank 0 alone would wait forever for the other ranks)."""
+    FSDP2 is supported: checkpoints gather the full weights and optimizer state (`checkpoint.gather_full_state`)
+    and every rank runs the same number of forwards. Refused: DeepSpeed (ZeRO-3 shards need DeepSpeed's own
+    gather, and deepspeed is not a dependency), FSDP1 (flat parameters: our weight sync and checkpoints read
+    the module's own parameters), and FSDP with rollout.backend=hf, whose sampler calls the sharded module
+    directly: each rank samples its own prompts, so ranks would run different numbers of forwards, each an
+    all-gather the others never join (and the root module's parameters are never unsharded for it)."""
     name = getattr(distributed_type, "value", distributed_type)  # accelerate's DistributedType is a str enum
-    if name in SHARDED:
+    if name == "DEEPSPEED":
         raise ConfigError(
             "accelerate distributed_type",
-            f"{name} (sharded training) is not supported yet: checkpoints do not gather sharded "
-            "state; use configs/accelerate/ddp.yaml (docs/SCALE_OUT.md)",
+            "DEEPSPEED is not supported: checkpoints cannot gather ZeRO-sharded state; use "
+            "configs/accelerate/ddp.yaml or FSDP2 (fsdp_version: 2) (docs/SCALE_OUT.md)",
         )
+    if name == "FSDP" and not fsdp2:
+        raise ConfigError(
+            "accelerate distributed_type",
+            "FSDP version 1 is not supported: set fsdp_version: 2 in the accelerate config (docs/SCALE_OUT.md)",
+        )
+    if name == "FSDP" and rollout_backend == "hf":
+        raise ConfigError(
+            "rollout.backend",
+            "'hf' samples with the learner's sharded module, where every forward is a collective that ranks "
+            "sampling different prompts would not join alike; use rollout.backend=vllm under FSDP",
+        )
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    """Whether the module's parameters are DTensors (FSDP2 `fully_shard`): then every forward all-gathers them,
+    a collective every rank must join."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def shard_like(module: torch.nn.Module, like: torch.nn.Module) -> None:
+    """`fully_shard` module (each transformer block that its transformers models name in `_no_split_modules`,
+    then the whole) in place, on the mesh of the sharded module `like`, resharding after every forward.
+
+    For a frozen copy of the policy (the KL reference): FSDP modules cannot be deep-copied and accelerate
+    shards a model only together with its optimizer. Each parameter is sharded on dim 0 like the policy's,
+    so `load_state_dict` of one's sharded state into the other copies local shards."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    mesh = next(p.device_mesh for p in like.parameters() if isinstance(p, DTensor))
+    blocks = {name for m in module.modules() for name in getattr(m, "_no_split_modules", None) or ()}
+    for m in list(module.modules())[1:]:
+        if type(m).__name__ in blocks:
+            fully_shard(m, mesh=mesh, reshard_after_forward=True)
+    # the root too: without a backward to reshard it, it would keep the embeddings gathered between forwards
+    fully_shard(module, mesh=mesh, reshard_after_forward=True)
 
 
 def active() -> bool:

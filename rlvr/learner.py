@@ -74,6 +74,8 @@ class ResponseLogprobs(torch.nn.Module):
     def __init__(self, policy: torch.nn.Module, temperature: float, chunk_size: int):
         super().__init__()
         self.policy = policy
+        # the transformer blocks accelerate's FSDP auto-wrap shards one by one (else the whole model is one unit)
+        self._no_split_modules = getattr(policy, "_no_split_modules", None)
         self.temperature = temperature
         self.chunk_size = chunk_size
 
@@ -245,14 +247,23 @@ class Learner:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, optim.warmup_steps, total_steps, optim.schedule)
         )
+        # copied before prepare: a module FSDP has sharded cannot be deep-copied
+        self.reference = copy.deepcopy(model).eval().requires_grad_(False) if algo_cfg.kl.coef > 0 else None
         policy = ResponseLogprobs(model, temperature, learner.logprob_chunk_size)
         # the scheduler stays ours: accelerate's wrapper would step it once per process at each optimizer step
         self.model, self.optimizer = accelerator.prepare(policy, optimizer)
         self.scheduler = scheduler
-        self.reference = None
-        if algo_cfg.kl.coef > 0:
-            self.reference = copy.deepcopy(self.unwrapped).eval().requires_grad_(False)
+        # FSDP2: every forward all-gathers the parameters, a collective every rank must join
+        self.sharded = dist.is_sharded(self.model)
+        if self.reference is not None:
             self._reference = ResponseLogprobs(self.reference, temperature, learner.logprob_chunk_size)
+            if self.sharded:  # sharded like the policy, so that its state loads shard to shard
+                dist.shard_like(self._reference, self.model)
+                # the policy as prepared: with accelerate's cpu_ram_efficient_loading only local rank 0 loaded
+                # the weights (the other ranks' copies held zeros) and prepare broadcast them
+                self.reference.load_state_dict(self.unwrapped.state_dict())
+            else:
+                self._reference.to(accelerator.device)
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -329,11 +340,16 @@ class Learner:
     @torch.no_grad()
     def _no_grad_pass(self, model: ResponseLogprobs, batch: RolloutBatch):
         """(logp, entropy) [N, L] of the whole batch under `model` (not DDP-wrapped: no collective per forward),
-        each rank computing its share of the micro-batches."""
+        each rank computing its share of the micro-batches. Under FSDP each forward is a collective: a rank
+        short of work runs a discarded one, so that every rank runs as many."""
         logp = torch.zeros(batch.input_ids.shape, device=self.accelerator.device)
         entropy = torch.zeros_like(logp)
         plan = self._micro_batches(batch.attention_mask.sum(-1).tolist())
-        for micro in plan[dist.rank() :: dist.world_size()]:
+        for micro in split_micro_batches(plan, dist.rank(), dist.world_size()):
+            if micro is None:
+                if self.sharded:
+                    self._forward(model, batch, flat(plan[0]), [len(r) for r in plan[0]])
+                continue
             rows = flat(micro)
             logp[rows], entropy[rows] = self._forward(model, batch, rows, [len(r) for r in micro])
         return dist.all_reduce_sum_(logp), dist.all_reduce_sum_(entropy)

@@ -162,7 +162,8 @@ class Trainer:
             cpu=not torch.cuda.is_available(),
             mixed_precision="bf16" if cfg.model.dtype == "bfloat16" else "no",
         )
-        dist.check_supported(self.accelerator.distributed_type)
+        acc = self.accelerator
+        dist.check_supported(acc.distributed_type, cfg.rollout.backend, fsdp2=acc.is_fsdp2)
         source = prep.resume_from / "policy" if prep.resume_from else cfg.model.path
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, attn_implementation=cfg.model.attn_implementation
@@ -394,12 +395,13 @@ class Trainer:
         self.stop_requested = True
 
     # ---- state ----------------------------------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self, optimizer: dict) -> dict:
+        """The trainer's state.pt; `optimizer`: the optimizer's full state (`checkpoint.gather_full_state`)."""
         return {
             "step": self.step,
             "resets": self.resets,
             "sampler": self.sampler.state_dict(),
-            "optimizer": self.learner.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.learner.scheduler.state_dict(),
             "rng": checkpoint.rng_state(),
             "entropy_law": self.law.state_dict(),
@@ -408,17 +410,23 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Rank 0 writes (the ranks hold the same weights and optimizer state); the others wait for it."""
+        """Every rank joins the gathers of the full weights and optimizer state (their shards under FSDP);
+        rank 0 writes; the others wait for it."""
+        learner = self.learner
+        weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
+        reference = learner.reference if self.resets > 0 else None
+        reference_weights = checkpoint.gather_full_state(reference)[0] if reference is not None else None
         if dist.is_main():
-            reference = self.learner.reference if self.resets > 0 else None
             checkpoint.save_checkpoint(
                 self.out,
                 self.step,
-                self.learner.unwrapped,
+                learner.unwrapped,
                 self.prep.tokenizer,
                 reference,
-                self.state(),
+                self.state(optimizer),
                 self.cfg.trainer.keep_last,
+                policy_state=weights,
+                reference_state=reference_weights,
             )
         dist.barrier()
 
@@ -428,7 +436,7 @@ class Trainer:
         state = checkpoint.load_state(path)
         self.step, self.resets = state["step"], state["resets"]
         self.sampler.load_state_dict(state["sampler"])
-        self.learner.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.load_optimizer_state(self.learner.unwrapped, self.learner.optimizer, state["optimizer"])
         self.learner.scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
         # checkpoints written before the observatory existed have neither: start empty
@@ -438,7 +446,7 @@ class Trainer:
             self.plateau.load_state_dict(state.get("plateau") or {})
         if (path / "reference").is_dir() and self.learner.reference is not None:
             ref = AutoModelForCausalLM.from_pretrained(path / "reference", dtype=torch.float32)
-            self.learner.reference.load_state_dict(ref.state_dict())
+            checkpoint.load_full_state(self.learner.reference, ref.state_dict())
         log.info("resumed from %s at step %d", path, self.step)
 
     def _make_logger(self) -> MetricsLogger:

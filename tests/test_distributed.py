@@ -92,15 +92,22 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path):
     assert (two / "checkpoints/latest").read_text().strip() == "step_000003"
 
 
-def test_sharded_training_is_refused_with_the_reason():
-    """FSDP / DeepSpeed would checkpoint rank 0's shard only: refused up front, naming the fix."""
+def test_unsupported_parallelism_is_refused_with_the_reason():
+    """DeepSpeed and FSDP1 would checkpoint rank 0's shard only; FSDP with the hf sampler would run different
+    numbers of collective forwards on different ranks: refused up front, naming the key and the fix. FSDP2 with
+    vLLM sampling runs (tests/test_sharded.py)."""
     from accelerate.utils import DistributedType
 
     from rlvr import distributed
     from rlvr.config import ConfigError
 
-    for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(ConfigError, match="accelerate distributed_type.*ddp.yaml"):
-            distributed.check_supported(sharded)
+    with pytest.raises(ConfigError, match="accelerate distributed_type: DEEPSPEED.*ddp.yaml"):
+        distributed.check_supported(DistributedType.DEEPSPEED, "vllm", fsdp2=False)
+    with pytest.raises(ConfigError, match="accelerate distributed_type: FSDP version 1.*fsdp_version: 2"):
+        distributed.check_supported(DistributedType.FSDP, "vllm", fsdp2=False)
+    with pytest.raises(ConfigError, match="rollout.backend: 'hf'.*rollout.backend=vllm"):
+        distributed.check_supported(DistributedType.FSDP, "hf", fsdp2=True)
+    distributed.check_supported(DistributedType.FSDP, "vllm", fsdp2=True)
     for fine in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-        distributed.check_supported(fine)
+        for backend in ("hf", "vllm"):
+            distributed.check_supported(fine, backend, fsdp2=False)

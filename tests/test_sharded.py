@@ -1,0 +1,123 @@
+"""FSDP2: a learner over a `fully_shard`ed policy (2 gloo processes) updates like one plain process, and
+checkpoints hold the full state, keyed by parameter name, so they move between world sizes and shardings.
+
+The 2-process side is tests/dist/sharded_update.py (it shards by hand: accelerate runs FSDP only on GPUs)."""
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_distributed import assert_close_state, launch
+from transformers import AutoModelForCausalLM
+
+from rlvr import checkpoint
+
+SCRIPT = Path(__file__).resolve().parent / "dist" / "sharded_update.py"
+
+
+def _script():
+    """tests/dist/sharded_update.py as a module: the 1-process side runs its code in this process."""
+    spec = importlib.util.spec_from_file_location("sharded_update", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_close_adam(a: dict, b: dict, rel: float) -> None:
+    """Two full optimizer states (`gather_full_state`): the same parameter names and hyperparameters, Adam's
+    steps equal, its moments within `rel` (norm of the difference over the norm, per tensor)."""
+    groups = [[{**g, "betas": tuple(g["betas"])} for g in s["param_groups"]] for s in (a, b)]
+    assert groups[0] == groups[1]  # a loaded state may hold the betas as a list
+    assert a["state"].keys() == b["state"].keys()
+    for name, sa in a["state"].items():
+        sb = b["state"][name]
+        assert sa.keys() == sb.keys() == {"step", "exp_avg", "exp_avg_sq"}, name
+        assert float(sa["step"]) == float(sb["step"]), name
+        assert_close_state(
+            {k: sa[k] for k in ("exp_avg", "exp_avg_sq")}, {k: sb[k] for k in sa if k != "step"}, rel
+        )
+
+
+def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer):
+    script = _script()
+    one, metrics = script.one_update()
+    assert not one.sharded
+    weights, optimizer = checkpoint.gather_full_state(one.unwrapped, one.optimizer)
+    saved = checkpoint.save_checkpoint(
+        tmp_path / "one", 1, one.unwrapped, tokenizer, None, {"optimizer": optimizer}, 1, policy_state=weights
+    )
+    launch(2, str(SCRIPT), str(tmp_path), str(saved))
+    two = torch.load(tmp_path / "two.pt", weights_only=False)
+    sharded = tmp_path / "run" / "checkpoints" / "step_000001"
+
+    # the update: the same numbers, and (gathered from the shards, saved as the trainer saves) the same weights
+    assert two["world"] == 2
+    for key in ("loss/policy", "kl/ref", "grad/norm", "learner/pg_token_frac"):
+        assert two["metrics"][key] == pytest.approx(metrics[key], rel=1e-5), key
+    files = [load_file(d / "policy" / "model.safetensors") for d in (saved, sharded)]
+    assert_close_state(*files, rel=1e-5)  # same names too: the tied lm_head written once, as by 1 process
+    reset = {k: two["reference"][k] for k in files[1]}
+    assert_close_state(reset, files[1], rel=0.0)  # the reference reset to the sharded policy, shard to shard
+
+    # the sharded checkpoint resumes in one plain process: weights and Adam's state as the 1-process update's
+    model = AutoModelForCausalLM.from_pretrained(sharded / "policy", dtype=torch.float32)
+    plain = script.make_learner(model)
+    checkpoint.load_optimizer_state(
+        plain.unwrapped, plain.optimizer, checkpoint.load_state(sharded)["optimizer"]
+    )
+    assert_close_state(weights, dict(plain.unwrapped.state_dict()), rel=1e-5)
+    assert_close_adam(optimizer, checkpoint.gather_full_state(plain.unwrapped, plain.optimizer)[1], rel=1e-5)
+
+    # and the 1-process checkpoint in a sharded learner: gathered again, the same state
+    loaded = torch.load(tmp_path / "loaded.pt", weights_only=False)
+    assert_close_state(weights, loaded["weights"], rel=0.0)
+    assert_close_adam(optimizer, loaded["optimizer"], rel=0.0)
+    base = script.build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
+    assert_close_state(base.state_dict(), loaded["reference"], rel=0.0)
+
+
+def _adam(model):
+    return torch.optim.AdamW(model.parameters(), lr=1e-2, eps=1.0)
+
+
+def _step(model, optimizer) -> None:
+    model(torch.tensor([[1, 2, 3, 4]])).logits.square().mean().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def test_fresh_optimizer_is_saved_and_loaded_fresh(tiny_model):
+    """torch.distributed.checkpoint learns an empty optimizer's layout by taking a zero-lr step: neither the
+    save nor the load may leave that step counted (Adam's bias correction would differ from a fresh run's)."""
+    model = copy.deepcopy(tiny_model)
+    optimizer = _adam(model)
+    _, state = checkpoint.gather_full_state(model, optimizer)
+    assert state["state"] == {} and not optimizer.state
+    assert state["param_groups"][0]["params"][0] == "model.embed_tokens.weight"  # keyed by name
+    loaded_model = copy.deepcopy(tiny_model)
+    loaded = _adam(loaded_model)
+    checkpoint.load_optimizer_state(loaded_model, loaded, state)
+    assert not loaded.state
+    fresh_model = copy.deepcopy(tiny_model)
+    _step(fresh_model, _adam(fresh_model))
+    _step(loaded_model, loaded)
+    assert_close_state(fresh_model.state_dict(), loaded_model.state_dict(), rel=0.0)
+
+
+def test_checkpoint_from_before_named_state_still_loads(tiny_model):
+    """state.pt files written before this change hold `optimizer.state_dict()`, keyed by position."""
+    model = copy.deepcopy(tiny_model)
+    optimizer = _adam(model)
+    _step(model, optimizer)
+    old = copy.deepcopy(optimizer.state_dict())
+    assert isinstance(next(iter(old["state"])), int)
+    restored = _adam(model)
+    checkpoint.load_optimizer_state(model, restored, old)
+    assert_close_adam(
+        checkpoint.gather_full_state(model, optimizer)[1],
+        checkpoint.gather_full_state(model, restored)[1],
+        rel=0.0,
+    )
