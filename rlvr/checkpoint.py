@@ -151,7 +151,7 @@ def gather_full_state(
     )
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    weights = get_model_state_dict(model, options=options)
+    weights = _whole(get_model_state_dict(model, options=options))
     if weights:
         # tied weights (one parameter under two names) were gathered twice: one tensor again, which
         # save_pretrained then writes once, as it does for the model itself
@@ -168,7 +168,20 @@ def gather_full_state(
         # step would count as its second
         optimizer.state.clear()
         state = {**state, "state": {}} if state else state
-    return weights, state
+    return weights, _whole(state)
+
+
+def _whole(tree):
+    """`tree` with any DTensor left in it replaced by its full tensor on CPU (a collective, in the same order
+    on every rank: the trees have the same keys). torch's full state dicts should hold none, but one came back
+    under accelerate's FSDP2 on one GPU."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(tree, DTensor):
+        return tree.full_tensor().cpu()
+    if isinstance(tree, dict):
+        return {k: _whole(v) for k, v in tree.items()}
+    return tree
 
 
 def _keyed_by_name(optimizer_state: dict[str, Any]) -> bool:
@@ -204,4 +217,5 @@ def load_full_state(model: torch.nn.Module, weights: dict[str, torch.Tensor]) ->
     """Load full weights (each rank holds them) into `model`, sharded or not; each rank keeps its shard."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+    # a copy: set_model_state_dict replaces the dict's values by the DTensor shards it makes of them
+    set_model_state_dict(model, dict(weights), options=StateDictOptions(full_state_dict=True))
