@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +26,10 @@ import torch.nn.functional as F
 from rlvr.data import synthetic
 
 EOS, PAD, BOXED = "<|endoftext|>", "<|pad|>", "\\boxed{"
+# Bump when the build recipe (task, tokenizer, model shape, warm start, defaults) changes: assets built by another
+# recipe are rebuilt instead of silently reused (a cache built by a 1,500-step warm start once sat under a
+# 3,000-step default and started RL at 0.08 instead of 0.19).
+RECIPE = 2
 
 
 def build_tokenizer():
@@ -113,6 +118,16 @@ def warm_start(
         opt.step()
 
 
+def assets_current(out_dir: str | Path) -> bool:
+    """Whether out_dir holds a complete build of this RECIPE (its model dir and a build.json that names it)."""
+    out = Path(out_dir)
+    try:
+        info = json.loads((out / "build.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (out / "model").is_dir() and info.get("recipe") == RECIPE
+
+
 def build_tiny_assets(
     out_dir: str | Path, sft_steps: int = 3000, p_correct: float = 0.35, seed: int = 0
 ) -> Path:
@@ -131,8 +146,13 @@ def build_tiny_assets(
     tmp = out / "model.tmp"
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    (out / "build.json").unlink(missing_ok=True)  # until the new one is written, the build is not current
+    if (out / "model").exists():  # another recipe's: moved aside, then removed
+        (out / "model").replace(out / "model.old")
+        shutil.rmtree(out / "model.old")
     tmp.replace(out / "model")  # the model dir appears complete or not at all
     info = {
+        "recipe": RECIPE,
         "task": "two-digit addition, noisy teacher",
         "sft_steps": sft_steps,
         "p_correct": p_correct,

@@ -58,18 +58,22 @@ def derive_seed(*parts: object) -> int:
 
 
 def ensure_builtin_assets(cfg: RLVRConfig) -> None:
-    """Build the embedded default's model and data (a few minutes on CPU) if they are not there yet."""
-    if cfg.model.builtin is None or Path(cfg.model.path).is_dir():
+    """Build the embedded default's model and data (a few minutes on CPU) if they are not there yet, or were
+    built by another recipe."""
+    from rlvr.tiny_model import RECIPE, assets_current, build_tiny_assets
+
+    root = Path(cfg.model.path).parent
+    if cfg.model.builtin is None or assets_current(root):
         return
     if os.environ.get("LOCAL_RANK", "0") != "0":  # under a launcher, local rank 0 builds; the others wait
         deadline = time.monotonic() + BUILD_WAIT_S
-        while not Path(cfg.model.path).is_dir():  # the model dir appears complete (renamed into place)
+        while not assets_current(root):  # build.json is written last
             if time.monotonic() > deadline:
                 raise RuntimeError(f"model.path: {cfg.model.path} did not appear within {BUILD_WAIT_S} s")
             time.sleep(1.0)
         return
-    from rlvr.tiny_model import build_tiny_assets
-
+    if Path(cfg.model.path).is_dir():
+        log.warning("rebuilding the embedded tiny model at %s: built by another recipe (now %d)", root, RECIPE)
     log.info("building the embedded tiny model at %s (once; cached afterwards)", cfg.model.path)
     built = build_tiny_assets(Path(cfg.model.path).parent)
     if built.resolve() != Path(cfg.model.path).resolve():
