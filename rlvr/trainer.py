@@ -73,7 +73,9 @@ def ensure_builtin_assets(cfg: RLVRConfig) -> None:
             time.sleep(1.0)
         return
     if Path(cfg.model.path).is_dir():
-        log.warning("rebuilding the embedded tiny model at %s: built by another recipe (now %d)", root, RECIPE)
+        log.warning(
+            "rebuilding the embedded tiny model at %s: built by another recipe (now %d)", root, RECIPE
+        )
     log.info("building the embedded tiny model at %s (once; cached afterwards)", cfg.model.path)
     built = build_tiny_assets(Path(cfg.model.path).parent)
     if built.resolve() != Path(cfg.model.path).resolve():
