@@ -22,11 +22,13 @@ from accelerate import Accelerator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "dist"))
 from helpers import rollout_batch  # noqa: E402
+from sharded_update import settings  # noqa: E402
 
 from rlvr import checkpoint  # noqa: E402
 from rlvr import distributed as dist  # noqa: E402
-from rlvr.config import AlgoConfig, EntropyMaskConfig, KLConfig, LearnerConfig, OptimConfig  # noqa: E402
+from rlvr.config import LearnerConfig  # noqa: E402
 from rlvr.learner import Learner  # noqa: E402
 from rlvr.tiny_model import build_model, build_tokenizer  # noqa: E402
 
@@ -34,13 +36,7 @@ from rlvr.tiny_model import build_model, build_tokenizer  # noqa: E402
 def make_learner() -> Learner:
     tokenizer = build_tokenizer()
     model = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
-    algo = AlgoConfig(
-        loss_agg="token_mean",
-        num_minibatches=2,
-        kl=KLConfig(coef=0.1),
-        entropy_mask=EntropyMaskConfig(top_frac=0.5),
-    )
-    optim = OptimConfig(lr=1e-2, eps=1.0, max_grad_norm=1e9)
+    algo, optim = settings()
     return Learner(model, Accelerator(), algo, optim, LearnerConfig(micro_batch_size=2), 1.0, 10)
 
 

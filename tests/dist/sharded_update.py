@@ -54,9 +54,9 @@ def shard_by_hand(accelerator: Accelerator) -> None:
     accelerator.prepare = prepare
 
 
-def make_learner(model) -> Learner:
+def settings() -> tuple[AlgoConfig, OptimConfig]:
     """update_once.py's settings (2 mini-batches, KL to a reference, the 80/20 entropy mask: the no-grad pre-pass
-    runs, on the policy and on the reference); sharded when there are several processes."""
+    runs, on the policy and on the reference); also benchmarks/gpu_fsdp2_check.py's."""
     algo = AlgoConfig(
         loss_agg="token_mean",
         num_minibatches=2,
@@ -64,7 +64,12 @@ def make_learner(model) -> Learner:
         entropy_mask=EntropyMaskConfig(top_frac=0.5),
     )
     # Adam's eps=1 makes the step proportional to the gradient (see tests/test_learner.py)
-    optim = OptimConfig(lr=1e-2, eps=1.0, max_grad_norm=1e9)
+    return algo, OptimConfig(lr=1e-2, eps=1.0, max_grad_norm=1e9)
+
+
+def make_learner(model) -> Learner:
+    """A learner with `settings()`, sharded when there are several processes."""
+    algo, optim = settings()
     accelerator = Accelerator(cpu=True)
     if dist.world_size() > 1:
         shard_by_hand(accelerator)
