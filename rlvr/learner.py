@@ -193,10 +193,10 @@ def pack_rows(
     row_lengths = torch.zeros(n_rows, dtype=lengths.dtype, device=device).index_add_(0, seq_row, lengths)
     row_starts = torch.cumsum(row_lengths, 0) - row_lengths
     src_rows = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    flat = torch.arange(len(src_rows), device=device)
-    src_cols = flat - starts[src_rows]
+    token = torch.arange(len(src_rows), device=device)  # each real token's index, all back to back
+    src_cols = token - starts[src_rows]
     dst_rows = seq_row[src_rows]
-    dst_cols = flat - row_starts[dst_rows]
+    dst_cols = token - row_starts[dst_rows]
     shape = (n_rows, int(row_lengths.max()))
     ids = input_ids.new_zeros(shape)
     pos = torch.zeros(shape, dtype=torch.long, device=device)
