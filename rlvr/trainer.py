@@ -227,8 +227,11 @@ class Trainer:
                 self.logger.log(step, metrics)
                 self.step = step
                 bar.update(1)
-                # a signal may reach one rank only: every rank must stop (and save) at the same step
-                self.stop_requested = dist.any_rank(self.stop_requested)
+                # a signal may reach one rank only: every rank must stop (and save) at the same step. Only ever
+                # set here, never cleared: a signal handled between reading the flag and storing a False would
+                # be lost (it was: a SIGTERM right after a metrics line left a test's run going)
+                if dist.any_rank(self.stop_requested):
+                    self.stop_requested = True
                 bar.set_postfix(
                     reward=f"{metrics['reward/mean']:.3f}",
                     entropy=f"{metrics.get('entropy/mean', float('nan')):.3f}",
