@@ -1,8 +1,8 @@
 """accelerate's real FSDP2 `prepare` with rlvr's learner on a GPU: one update of the tiny model with
 tests/dist/update_once.py's settings (2 mini-batches, KL to a reference, the 80/20 entropy mask), sharded by
 accelerate (configs/accelerate/fsdp2.yaml), against the same update in one plain process; then the plain
-run's checkpoint state loaded into a fresh FSDP2 learner. The CPU tests (tests/test_sharded.py) shard by hand,
-because accelerate uses FSDP only on GPUs; this is the check of accelerate's own path.
+run's checkpoint state loaded into a fresh FSDP2 learner. The CPU tests (tests/test_sharded.py) run the same
+accelerate path on CPU (tests/dist/fsdp2_cpu.py); this checks it on a GPU, with CUDA and NCCL.
 
     python benchmarks/gpu_fsdp2_check.py OUT_DIR plain
     accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 1 --mixed_precision no \\

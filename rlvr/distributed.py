@@ -23,20 +23,19 @@ T = TypeVar("T")
 def check_supported(distributed_type: str, rollout_backend: str, *, fsdp2: bool) -> None:
     """Refuse, before any step, the parallel setups whose checkpoints or collectives would go wrong.
 
-    Ready for FSDP2: checkpoints gather the full weights and optimizer state (`checkpoint.gather_full_state`)
-    and every rank runs the same number of forwards, checked with `fully_shard` by hand (tests/test_sharded.py);
-    but accelerate's own FSDP2 prepare gave a different update on a GPU (benchmarks/gpu_fsdp2_check.py), so
-    FSDP2 is refused too until that is understood. Refused as well: DeepSpeed (ZeRO-3 shards need DeepSpeed's own
-    gather, and deepspeed is not a dependency), FSDP1 (flat parameters: our weight sync and checkpoints read
-    the module's own parameters), and FSDP with rollout.backend=hf, whose sampler calls the sharded module
-    directly: each rank samples its own prompts, so ranks would run different numbers of forwards, each an
-    all-gather the others never join (and the root module's parameters are never unsharded for it)."""
+    Supported: DDP and FSDP2 (checkpoints gather the full weights and optimizer state with
+    `checkpoint.gather_full_state`; every rank runs the same number of forwards). Refused: DeepSpeed (ZeRO-3
+    shards need DeepSpeed's own gather, and deepspeed is not a dependency), FSDP1 (flat parameters: our weight
+    sync and checkpoints read the module's own parameters), and FSDP with rollout.backend=hf, whose sampler
+    calls the sharded module directly: each rank samples its own prompts, so ranks would run different numbers
+    of forwards, each an all-gather the others never join (and the root module's parameters are never
+    unsharded for it)."""
     name = getattr(distributed_type, "value", distributed_type)  # accelerate's DistributedType is a str enum
     if name == "DEEPSPEED":
         raise ConfigError(
             "accelerate distributed_type",
             "DEEPSPEED is not supported: checkpoints cannot gather ZeRO-sharded state; use "
-            "configs/accelerate/ddp.yaml or FSDP2 (fsdp_version: 2) (docs/SCALE_OUT.md)",
+            "configs/accelerate/fsdp2.yaml (sharded) or ddp.yaml (docs/SCALE_OUT.md)",
         )
     if name == "FSDP" and not fsdp2:
         raise ConfigError(
@@ -49,12 +48,21 @@ def check_supported(distributed_type: str, rollout_backend: str, *, fsdp2: bool)
             "'hf' samples with the learner's sharded module, where every forward is a collective that ranks "
             "sampling different prompts would not join alike; use rollout.backend=vllm under FSDP",
         )
-    if name == "FSDP":
+
+
+def check_still_tied(model: torch.nn.Module) -> None:
+    """Refuse a policy whose tied input and output embeddings came out of `accelerator.prepare` as two
+    parameters: it would train a different model than the checkpoint it saves (which stores one matrix).
+    accelerate 1.15's FSDP2 prepare does this with fsdp_cpu_ram_efficient_loading: true."""
+    config = getattr(model, "config", None)
+    if not getattr(config, "tie_word_embeddings", False) or model.get_output_embeddings() is None:
+        return
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
         raise ConfigError(
-            "accelerate distributed_type",
-            "FSDP2 is not supported yet: on one H100, accelerate's FSDP2 update of the tiny model differed from "
-            "the unsharded update (loss 7.6e-4 relative, grad norm 2.5%; benchmarks/gpu_fsdp2_check.py), although "
-            "sharding by hand matches (tests/test_sharded.py); use configs/accelerate/ddp.yaml (docs/SCALE_OUT.md)",
+            "accelerate fsdp_cpu_ram_efficient_loading",
+            "the model ties its input and output embeddings, but after accelerate's FSDP prepare they are "
+            "two parameters (a different model); set fsdp_cpu_ram_efficient_loading: false "
+            "(configs/accelerate/fsdp2.yaml)",
         )
 
 

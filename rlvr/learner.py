@@ -252,6 +252,7 @@ class Learner:
         policy = ResponseLogprobs(model, temperature, learner.logprob_chunk_size)
         # the scheduler stays ours: accelerate's wrapper would step it once per process at each optimizer step
         self.model, self.optimizer = accelerator.prepare(policy, optimizer)
+        dist.check_still_tied(self.unwrapped)
         self.scheduler = scheduler
         # FSDP2: every forward all-gathers the parameters, a collective every rank must join
         self.sharded = dist.is_sharded(self.model)
@@ -259,8 +260,8 @@ class Learner:
             self._reference = ResponseLogprobs(self.reference, temperature, learner.logprob_chunk_size)
             if self.sharded:  # sharded like the policy, so that its state loads shard to shard
                 dist.shard_like(self._reference, self.model)
-                # the policy as prepared: with accelerate's cpu_ram_efficient_loading only local rank 0 loaded
-                # the weights (the other ranks' copies held zeros) and prepare broadcast them
+                # the policy as prepared: with accelerate's cpu_ram_efficient_loading (fine for untied models) only
+                # local rank 0 loaded the weights (the other ranks' copies held zeros) and prepare broadcast them
                 self.reference.load_state_dict(self.unwrapped.state_dict())
             else:
                 self._reference.to(accelerator.device)

@@ -8,6 +8,7 @@ rlvr-train -m algo.clip.eps_high=0.2,0.28    # a sweep, one run dir per combinat
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -65,7 +66,12 @@ def _train(dict_cfg: DictConfig) -> bool:
     cfg: RLVRConfig = OmegaConf.to_object(dict_cfg)
     prep = prepare(cfg, cfg.trainer.output_dir)
     prep.output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(dict_cfg, prep.output_dir / "config.yaml", resolve=True)
+    if int(os.environ.get("RANK", "0")) > 0:  # under accelerate launch/torchrun: rank 0 writes the run dir
+        for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
+            logging.getLogger().removeHandler(handler)  # Hydra's train.log; this rank logs to stderr only
+            handler.close()
+    else:
+        OmegaConf.save(dict_cfg, prep.output_dir / "config.yaml", resolve=True)
     trainer = Trainer(prep)
     trainer.run()
     return trainer.stop_requested

@@ -189,6 +189,12 @@ class Trainer:
             cfg.trainer.total_steps,
             tis_cap=cfg.rollout.tis_cap,
         )
+        log.info(
+            "learner: %d process(es), %s, %s",
+            dist.world_size(),
+            getattr(acc.distributed_type, "value", acc.distributed_type),
+            "policy sharded (FSDP2)" if self.learner.sharded else "full policy on every process",
+        )
         self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
         self.verifier = MathVerifier(cfg.reward.num_workers, cfg.reward.timeout_s)
         self.sampler = PromptSampler(len(prep.train), cfg.trainer.seed)

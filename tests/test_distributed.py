@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 UPDATE_ONCE = ROOT / "tests" / "dist" / "update_once.py"
+FSDP2_ON_CPU = ROOT / "tests" / "dist" / "fsdp2_cpu.py"
 
 
 def free_port() -> int:
@@ -26,9 +27,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
-    """`cmd` (a script and its arguments) under `accelerate launch` with configs/accelerate/ddp.yaml."""
-    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml")]
+def launch(nproc: int, *cmd: str, config: str = "ddp.yaml", **kwargs) -> subprocess.CompletedProcess:
+    """`cmd` (a script and its arguments) under `accelerate launch` with configs/accelerate/`config`."""
+    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "configs/accelerate" / config)]
     launcher += [
         "--num_processes",
         str(nproc),
@@ -63,7 +64,10 @@ def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
         assert two["entropy"][key] == pytest.approx(value, rel=1e-6), key
 
 
-def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path):
+@pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml"])
+def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path, config):
+    """rlvr-train with 2 processes (data parallel, or FSDP2-sharded with the weights gathered into each rank's
+    vLLM engine at every sync) gives the 1-process run's metrics and checkpoint, which then goes on in one."""
     overrides = (
         "trainer.total_steps=2",
         "eval.every=0",
@@ -72,8 +76,14 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path):
     )
     one, two = tmp_path / "one", tmp_path / "two"
     run_train(tiny_cache, one, *overrides)
-    # rlvr-train's arguments, after the launcher's
-    launch(2, *train_cmd(two, *overrides), env=train_env(tiny_cache), cwd=tmp_path)
+    # rlvr-train's arguments, after the launcher's; under FSDP2 through the script that lets accelerate shard on CPU
+    cmd = train_cmd(two, *overrides)
+    if config == "fsdp2.yaml":
+        cmd[0] = str(FSDP2_ON_CPU)
+    proc = launch(2, *cmd, config=config, env=train_env(tiny_cache), cwd=tmp_path)
+    log = (two / "train.log").read_text()
+    assert log.count("learner: 2 process(es)") == 1, proc.stderr[-2000:]  # rank 0 alone writes train.log
+    assert ("policy sharded (FSDP2)" in log) == (config == "fsdp2.yaml")
 
     lines_one, lines_two = metrics_lines(one), metrics_lines(two)
     assert [m["step"] for m in lines_two] == [1, 2]
@@ -94,24 +104,20 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path):
 
 def test_unsupported_parallelism_is_refused_with_the_reason():
     """DeepSpeed and FSDP1 would checkpoint rank 0's shard only; FSDP with the hf sampler would run different
-    numbers of collective forwards on different ranks: refused up front, naming the key and the fix. FSDP2 with
-    vLLM sampling is refused until accelerate's FSDP2 update matches the unsharded one on a GPU (sharding by
-    hand does: tests/test_sharded.py)."""
+    numbers of collective forwards on different ranks: refused up front, naming the key and the fix. DDP and
+    FSDP2 (tests/test_sharded.py) pass."""
     from accelerate.utils import DistributedType
 
     from rlvr import distributed
     from rlvr.config import ConfigError
 
-    with pytest.raises(ConfigError, match="accelerate distributed_type: DEEPSPEED.*ddp.yaml"):
+    with pytest.raises(ConfigError, match="accelerate distributed_type: DEEPSPEED.*fsdp2.yaml"):
         distributed.check_supported(DistributedType.DEEPSPEED, "vllm", fsdp2=False)
     with pytest.raises(ConfigError, match="accelerate distributed_type: FSDP version 1.*fsdp_version: 2"):
         distributed.check_supported(DistributedType.FSDP, "vllm", fsdp2=False)
     with pytest.raises(ConfigError, match="rollout.backend: 'hf'.*rollout.backend=vllm"):
         distributed.check_supported(DistributedType.FSDP, "hf", fsdp2=True)
-    with pytest.raises(
-        ConfigError, match="accelerate distributed_type: FSDP2 is not supported yet.*ddp.yaml"
-    ):
-        distributed.check_supported(DistributedType.FSDP, "vllm", fsdp2=True)
+    distributed.check_supported(DistributedType.FSDP, "vllm", fsdp2=True)
     for fine in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
         for backend in ("hf", "vllm"):
             distributed.check_supported(fine, backend, fsdp2=False)

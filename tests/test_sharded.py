@@ -1,7 +1,8 @@
-"""FSDP2: a learner over a `fully_shard`ed policy (2 gloo processes) updates like one plain process, and
-checkpoints hold the full state, keyed by parameter name, so they move between world sizes and shardings.
+"""FSDP2: a learner over a policy sharded by accelerate's FSDP2 prepare (2 gloo processes, the shipped
+configs/accelerate/fsdp2.yaml) updates like one plain process, and checkpoints hold the full state, keyed by
+parameter name, so they move between world sizes and shardings.
 
-The 2-process side is tests/dist/sharded_update.py (it shards by hand: accelerate runs FSDP only on GPUs)."""
+The 2-process side is tests/dist/sharded_update.py (tests/dist/fsdp2_cpu.py lets accelerate shard on CPU)."""
 
 import copy
 import importlib.util
@@ -49,7 +50,7 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer):
     saved = checkpoint.save_checkpoint(
         tmp_path / "one", 1, one.unwrapped, tokenizer, None, {"optimizer": optimizer}, 1, policy_state=weights
     )
-    launch(2, str(SCRIPT), str(tmp_path), str(saved))
+    launch(2, str(SCRIPT), str(tmp_path), str(saved), config="fsdp2.yaml")
     two = torch.load(tmp_path / "two.pt", weights_only=False)
     sharded = tmp_path / "run" / "checkpoints" / "step_000001"
 
@@ -59,6 +60,9 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer):
         assert two["metrics"][key] == pytest.approx(metrics[key], rel=1e-5), key
     files = [load_file(d / "policy" / "model.safetensors") for d in (saved, sharded)]
     assert_close_state(*files, rel=1e-5)  # same names too: the tied lm_head written once, as by 1 process
+    streamed = two["streamed"]  # what weight sync hands vLLM: every tensor gathered in full, tied lm_head too
+    assert streamed["lm_head.weight"].equal(streamed["model.embed_tokens.weight"])
+    assert_close_state({k: streamed[k] for k in files[1]}, files[1], rel=0.0)
     reset = {k: two["reference"][k] for k in files[1]}
     assert_close_state(reset, files[1], rel=0.0)  # the reference reset to the sharded policy, shard to shard
 
@@ -77,6 +81,9 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer):
     assert_close_adam(optimizer, loaded["optimizer"], rel=0.0)
     base = script.build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
     assert_close_state(base.state_dict(), loaded["reference"], rel=0.0)
+
+    # accelerate 1.15's prepare with fsdp_cpu_ram_efficient_loading unties the embeddings: refused up front
+    assert "accelerate fsdp_cpu_ram_efficient_loading: the model ties" in two["refusal"]
 
 
 def _adam(model):

@@ -1,14 +1,14 @@
-"""One learner update with the policy sharded by FSDP2 (`fully_shard`), run as each rank under `accelerate launch`
-(tests/test_sharded.py compares it with one plain process). Then the checkpoint round trip the other way: a
-1-process checkpoint loaded into a fresh sharded learner.
+"""One learner update with the policy sharded by accelerate's FSDP2 `prepare`, run as each rank under
+`accelerate launch --config_file configs/accelerate/fsdp2.yaml` (tests/test_sharded.py compares it with one plain
+process). Then the checkpoint round trip the other way: a 1-process checkpoint loaded into a fresh sharded
+learner. Last, the same prepare with fsdp_cpu_ram_efficient_loading, which unties the embeddings: refused.
 
-accelerate runs FSDP only on GPUs (on CPU it always wraps the model in DDP), but `fully_shard` itself runs on CPU
-with gloo: `shard_by_hand` stands in for accelerate's FSDP2 `prepare`.
+accelerate runs FSDP only on accelerator devices; `fsdp2_cpu.fsdp2_on_cpu` makes it take its FSDP2 path on CPU.
 
 usage: sharded_update.py OUT_DIR ONE_PROCESS_CHECKPOINT
-writes (rank 0) OUT_DIR/two.pt (metrics, gathered weights and optimizer state after the update, the reference's
-weights after a reset), OUT_DIR/run/checkpoints/step_000001 (the real save path) and OUT_DIR/loaded.pt (the
-gathered state of a sharded learner that loaded ONE_PROCESS_CHECKPOINT).
+writes (rank 0) OUT_DIR/two.pt (metrics, the weights as weight sync streams them, the reference's weights after
+a reset, the refusal's message), OUT_DIR/run/checkpoints/step_000001 (the real save path) and OUT_DIR/loaded.pt
+(the gathered state of a sharded learner that loaded ONE_PROCESS_CHECKPOINT).
 """
 
 from __future__ import annotations
@@ -29,31 +29,6 @@ from rlvr.learner import Learner  # noqa: E402
 from rlvr.tiny_model import build_model, build_tokenizer  # noqa: E402
 
 
-def shard_by_hand(accelerator: Accelerator) -> None:
-    """Make `accelerator.prepare(model, optimizer)` do what accelerate's FSDP2 prepare does, without DDP:
-    `fully_shard` each decoder layer, then the whole module, load rank 0's weights into every rank's shards
-    (its cpu_ram_efficient_loading, on in configs/accelerate/fsdp2.yaml), and point the optimizer at the
-    sharded (new, DTensor) parameters."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-    from torch.distributed.fsdp import fully_shard
-
-    def prepare(model, optimizer):
-        before = dict(model.named_parameters())
-        full = {k: v.clone() for k, v in model.state_dict().items()}
-        for layer in model.policy.model.layers:
-            fully_shard(layer)
-        fully_shard(model)
-        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-        set_model_state_dict(model, full, options=options)
-        after = dict(model.named_parameters())
-        sharded = {id(before[name]): after[name] for name in before}
-        for group in optimizer.param_groups:
-            group["params"] = [sharded[id(p)] for p in group["params"]]
-        return model, optimizer
-
-    accelerator.prepare = prepare
-
-
 def settings() -> tuple[AlgoConfig, OptimConfig]:
     """update_once.py's settings (2 mini-batches, KL to a reference, the 80/20 entropy mask: the no-grad pre-pass
     runs, on the policy and on the reference); also benchmarks/gpu_fsdp2_check.py's."""
@@ -68,14 +43,9 @@ def settings() -> tuple[AlgoConfig, OptimConfig]:
 
 
 def make_learner(model) -> Learner:
-    """A learner with `settings()`, sharded when there are several processes."""
+    """A learner with `settings()` (sharded when launched with FSDP2)."""
     algo, optim = settings()
     accelerator = Accelerator(cpu=True)
-    if dist.world_size() > 1:
-        shard_by_hand(accelerator)
-        if dist.rank() > 0:  # what transformers loads there under cpu_ram_efficient_loading
-            for p in model.parameters():
-                p.detach().zero_()
     return Learner(model, accelerator, algo, optim, LearnerConfig(micro_batch_size=2), 1.0, 10)
 
 
@@ -91,10 +61,16 @@ def one_update() -> tuple[Learner, dict]:
 
 
 def main(out: Path, one_process_checkpoint: Path) -> None:
+    from fsdp2_cpu import fsdp2_on_cpu
     from transformers import AutoModelForCausalLM
 
+    from rlvr.config import ConfigError
+    from rlvr.rollout.vllm_engine import checkpoint_names
+
+    fsdp2_on_cpu()
     learner, metrics = one_update()
-    assert learner.sharded == (dist.world_size() > 1)
+    assert learner.sharded
+    streamed = {name: tensor.clone() for name, tensor in checkpoint_names(learner.unwrapped)}  # weight sync
     weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
     if dist.is_main():
         checkpoint.save_checkpoint(
@@ -110,7 +86,7 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
     learner.reset_reference()  # shard to shard
     reference = checkpoint.gather_full_state(learner.reference)[0]
     if dist.is_main():
-        torch.save({"metrics": metrics, "world": dist.world_size(), "reference": reference}, out / "two.pt")
+        saved = {"metrics": metrics, "world": dist.world_size(), "streamed": streamed, "reference": reference}
 
     # a 1-process checkpoint into a sharded learner, as the trainer resumes: weights before sharding
     model = AutoModelForCausalLM.from_pretrained(one_process_checkpoint / "policy", dtype=torch.float32)
@@ -126,6 +102,15 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
     reference = checkpoint.gather_full_state(learner.reference)[0]
     if dist.is_main():
         torch.save({"weights": weights, "optimizer": optimizer, "reference": reference}, out / "loaded.pt")
+
+    learner.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = True  # shared by the next Accelerator
+    try:
+        make_learner(build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0))
+        refusal = None
+    except ConfigError as e:
+        refusal = str(e)
+    if dist.is_main():
+        torch.save({**saved, "refusal": refusal}, out / "two.pt")
     dist.shutdown()
 
 
