@@ -25,7 +25,7 @@ import torch
 from helpers import metrics_lines, train_cmd, train_env
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from test_distributed import launch
+from test_distributed import FSDP2_ON_CPU, launch
 
 from rlvr.cli.rollout_server import _flags, build_parser, vllm_serve_argv
 from rlvr.config import ConfigError, RLVRConfig, RolloutConfig, register_configs, validate
@@ -169,9 +169,11 @@ def test_three_step_run_through_the_server_matches_colocated(server, tiny_cache,
             assert g[key] == pytest.approx(e[key], rel=1e-5, abs=1e-6), key
 
 
-def test_two_trainer_processes_through_a_launched_server_match_one_colocated(tiny_cache, tmp_path):
-    """Data parallel (2 processes under `accelerate launch`, rank 0 launching the server and sending the
-    weights, each rank sampling its share from the server) logs what one colocated process logs."""
+@pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml"])
+def test_two_trainer_processes_through_a_launched_server_match_one_colocated(tiny_cache, tmp_path, config):
+    """Data parallel or FSDP2 (2 processes under `accelerate launch`, rank 0 launching the server and sending the
+    weights, gathered from both ranks' shards under FSDP2, each rank sampling its share from the server) logs
+    what one colocated process logs."""
     common = (
         "trainer.total_steps=2",
         "eval.every=0",
@@ -188,9 +190,10 @@ def test_two_trainer_processes_through_a_launched_server_match_one_colocated(tin
             stdout=log,
             stderr=log,
         )
-    launch(
-        2, *train_cmd(tmp_path / "server", *common, "rollout=server"), env=train_env(tiny_cache), cwd=tmp_path
-    )
+    cmd = train_cmd(tmp_path / "server", *common, "rollout=server")
+    if config == "fsdp2.yaml":
+        cmd[0] = str(FSDP2_ON_CPU)
+    launch(2, *cmd, config=config, env=train_env(tiny_cache), cwd=tmp_path)
     assert colocated.wait(timeout=600) == 0, (tmp_path / "colocated.log").read_text()[-3000:]
     got, expected = metrics_lines(tmp_path / "server"), metrics_lines(tmp_path / "colocated")
     assert [d["step"] for d in got] == [d["step"] for d in expected] == [1, 2]
