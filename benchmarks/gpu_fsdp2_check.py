@@ -2,7 +2,7 @@
 tests/dist/update_once.py's settings (2 mini-batches, KL to a reference, the 80/20 entropy mask), sharded by
 accelerate (configs/accelerate/fsdp2.yaml), against the same update in one plain process; then the plain
 run's checkpoint state loaded into a fresh FSDP2 learner. The CPU tests (tests/test_sharded.py) run the same
-accelerate path on CPU (tests/dist/fsdp2_cpu.py); this checks it on a GPU, with CUDA and NCCL.
+accelerate path on CPU (tests/dist/shard_on_cpu.py); this checks it on a GPU, with CUDA and NCCL.
 
     python benchmarks/gpu_fsdp2_check.py OUT_DIR plain
     accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 1 --mixed_precision no \\

@@ -9,7 +9,7 @@ A checkpoint is first written to `checkpoints/.tmp-step_NNNNNN/`, then renamed i
 `step_*` is therefore always complete, and a crash mid-write leaves only a `.tmp-*` directory that resume ignores.
 
 Weights and optimizer state are saved whole, whatever the sharding (`gather_full_state`), the optimizer state
-keyed by parameter name: a checkpoint written by N processes, sharded (FSDP2) or not, resumes in M.
+keyed by parameter name: a checkpoint written by N processes, sharded (FSDP2, ZeRO-3) or not, resumes in M.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from rlvr import distributed as dist
+from rlvr import zero3
 
 LATEST = "latest"
 
@@ -138,7 +139,7 @@ def gather_full_state(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(weights, optimizer state) of `model` whole, on rank 0, on CPU; empty dicts on the other ranks. A
-    collective: every rank calls it (under FSDP2 each tensor is all-gathered from its shards).
+    collective: every rank calls it (under FSDP2 and ZeRO-3 each tensor is gathered from its shards).
 
     `model` is the module whose parameters `optimizer` holds, without wrappers (the learner's `unwrapped`).
     The optimizer state is keyed by parameter name (torch.distributed.checkpoint's full state dict), not by
@@ -150,6 +151,8 @@ def gather_full_state(
         get_optimizer_state_dict,
     )
 
+    if zero3.is_zero3(model):
+        return zero3.gather_full_state(model, with_optimizer=optimizer is not None)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     weights = _whole(get_model_state_dict(model, options=options))
     if weights:
@@ -197,12 +200,15 @@ def load_optimizer_state(
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     if not _keyed_by_name(state):
-        if dist.is_sharded(model):
+        if dist.is_sharded(model) or zero3.is_zero3(model):
             raise ValueError(
                 "this checkpoint's optimizer state is keyed by position (written before sharded checkpoints): "
-                "resume it once without FSDP, then continue from the next checkpoint under FSDP"
+                "resume it once unsharded (DDP or 1 process), then continue from the next checkpoint sharded"
             )
         optimizer.load_state_dict(state)
+        return
+    if zero3.is_zero3(model):
+        zero3.load_optimizer_state(model, state)
         return
     # a fresh (empty) state has nothing for each parameter: not strict
     options = StateDictOptions(
@@ -217,5 +223,9 @@ def load_full_state(model: torch.nn.Module, weights: dict[str, torch.Tensor]) ->
     """Load full weights (each rank holds them) into `model`, sharded or not; each rank keeps its shard."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+    if zero3.is_zero3(model):  # the trainer loads a ZeRO-3 policy before prepare (from_pretrained)
+        raise ValueError(
+            "load_full_state: the module is partitioned by ZeRO-3; load its weights before prepare"
+        )
     # a copy: set_model_state_dict replaces the dict's values by the DTensor shards it makes of them
     set_model_state_dict(model, dict(weights), options=StateDictOptions(full_state_dict=True))

@@ -20,33 +20,61 @@ from rlvr.config import ConfigError
 T = TypeVar("T")
 
 
-def check_supported(distributed_type: str, rollout_backend: str, *, fsdp2: bool) -> None:
+def make_accelerator(mixed_precision: str):
+    """The Accelerator for the launcher's setup (`accelerate launch`, torchrun, or none). Without CUDA: gloo
+    data parallelism (`cpu=True`; without it accelerate would start the process group but run every rank as
+    a single process), or, under DeepSpeed, which `cpu=True` would turn off, a gloo process group."""
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    if torch.cuda.is_available():
+        return Accelerator(mixed_precision=mixed_precision)
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return Accelerator(
+            mixed_precision=mixed_precision, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")]
+        )
+    return Accelerator(cpu=True, mixed_precision=mixed_precision)
+
+
+def check_supported(accelerator, rollout_backend: str) -> None:
     """Refuse, before any step, the parallel setups whose checkpoints or collectives would go wrong.
 
-    Supported: DDP and FSDP2 (checkpoints gather the full weights and optimizer state with
-    `checkpoint.gather_full_state`; every rank runs the same number of forwards). Refused: DeepSpeed (ZeRO-3
-    shards need DeepSpeed's own gather, and deepspeed is not a dependency), FSDP1 (flat parameters: our weight
-    sync and checkpoints read the module's own parameters), and FSDP with rollout.backend=hf, whose sampler
-    calls the sharded module directly: each rank samples its own prompts, so ranks would run different numbers
-    of forwards, each an all-gather the others never join (and the root module's parameters are never
-    unsharded for it)."""
-    name = getattr(distributed_type, "value", distributed_type)  # accelerate's DistributedType is a str enum
+    Supported: DDP, FSDP2 and DeepSpeed ZeRO-3 (checkpoints gather the full weights and optimizer state with
+    `checkpoint.gather_full_state`; every rank runs the same number of forwards). Refused: DeepSpeed ZeRO
+    stages 1 and 2 (their partitioned optimizer state is not gathered) and DeepSpeed's offload (it replaces the
+    optimizer by DeepSpeed's compiled CPU Adam), FSDP1 (flat parameters: our weight sync and checkpoints read
+    the module's own parameters), and sharded training with rollout.backend=hf, whose sampler calls the sharded
+    module directly: each rank samples its own prompts, so ranks would run different numbers of forwards, each
+    a gather the others never join."""
+    name = getattr(accelerator.distributed_type, "value", accelerator.distributed_type)  # a str enum
     if name == "DEEPSPEED":
-        raise ConfigError(
-            "accelerate distributed_type",
-            "DEEPSPEED is not supported: checkpoints cannot gather ZeRO-sharded state; use "
-            "configs/accelerate/fsdp2.yaml (sharded) or ddp.yaml (docs/SCALE_OUT.md)",
-        )
-    if name == "FSDP" and not fsdp2:
+        plugin = accelerator.state.deepspeed_plugin
+        if plugin.zero_stage != 3:
+            raise ConfigError(
+                "accelerate deepspeed_config.zero_stage",
+                f"{plugin.zero_stage} is not supported: use 3 (configs/accelerate/zero3.yaml), FSDP2 or DDP "
+                "(docs/SCALE_OUT.md)",
+            )
+        zero = plugin.deepspeed_config.get("zero_optimization", {})
+        for key in ("offload_optimizer", "offload_param"):
+            if (zero.get(key) or {}).get("device", "none") not in ("none", None):
+                raise ConfigError(
+                    f"accelerate deepspeed_config.{key}_device",
+                    "offload is not supported (it swaps rlvr's optimizer for DeepSpeed's compiled CPU Adam, "
+                    "whose state checkpoints cannot gather); set it to none",
+                )
+    if name == "FSDP" and not accelerator.is_fsdp2:
         raise ConfigError(
             "accelerate distributed_type",
             "FSDP version 1 is not supported: set fsdp_version: 2 in the accelerate config (docs/SCALE_OUT.md)",
         )
-    if name == "FSDP" and rollout_backend == "hf":
+    if name in ("FSDP", "DEEPSPEED") and rollout_backend == "hf":
         raise ConfigError(
             "rollout.backend",
             "'hf' samples with the learner's sharded module, where every forward is a collective that ranks "
-            "sampling different prompts would not join alike; use rollout.backend=vllm under FSDP",
+            f"sampling different prompts would not join alike; use rollout.backend=vllm under {name}",
         )
 
 

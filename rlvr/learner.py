@@ -13,10 +13,11 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from rlvr import algo
+from rlvr import algo, checkpoint, zero3
 from rlvr import distributed as dist
 from rlvr.config import AlgoConfig, LearnerConfig, OptimConfig
 from rlvr.logprob import chunked_logp_entropy
@@ -248,17 +249,27 @@ class Learner:
             optimizer, lambda step: lr_factor(step, optim.warmup_steps, total_steps, optim.schedule)
         )
         # copied before prepare: a module FSDP has sharded cannot be deep-copied
-        self.reference = copy.deepcopy(model).eval().requires_grad_(False) if algo_cfg.kl.coef > 0 else None
+        self.reference = None
+        if algo_cfg.kl.coef > 0:
+            reference = zero3.whole_copy(model) if zero3.is_zero3(model) else copy.deepcopy(model)
+            self.reference = reference.eval().requires_grad_(False)
         policy = ResponseLogprobs(model, temperature, learner.logprob_chunk_size)
+        self.deepspeed = getattr(accelerator.distributed_type, "value", None) == "DEEPSPEED"
+        if self.deepspeed:
+            zero3.configure(accelerator, optim.max_grad_norm)
         # the scheduler stays ours: accelerate's wrapper would step it once per process at each optimizer step
         self.model, self.optimizer = accelerator.prepare(policy, optimizer)
         dist.check_still_tied(self.unwrapped)
         self.scheduler = scheduler
-        # FSDP2: every forward all-gathers the parameters, a collective every rank must join
-        self.sharded = dist.is_sharded(self.model)
+        # sharded parameters: every forward gathers them, a collective every rank must join
+        self.sharding = (
+            "FSDP2" if dist.is_sharded(self.model) else "ZeRO-3" if zero3.is_zero3(self.model) else None
+        )
+        self.sharded = self.sharding is not None
         if self.reference is not None:
+            # under ZeRO-3 the reference stays whole on each rank (DeepSpeed partitions what it prepares)
             self._reference = ResponseLogprobs(self.reference, temperature, learner.logprob_chunk_size)
-            if self.sharded:  # sharded like the policy, so that its state loads shard to shard
+            if self.sharding == "FSDP2":  # sharded like the policy, so that its state loads shard to shard
                 dist.shard_like(self._reference, self.model)
                 # the policy as prepared: with accelerate's cpu_ram_efficient_loading (fine for untied models) only
                 # local rank 0 loaded the weights (the other ranks' copies held zeros) and prepare broadcast them
@@ -271,11 +282,36 @@ class Learner:
         """The policy itself (a transformers model), without the DDP/FSDP wrapper or the logprob head."""
         return self.accelerator.unwrap_model(self.model).policy
 
+    def restore(self, optimizer_state: dict, policy_dir: Path) -> None:
+        """Resume from a checkpoint (any world size or sharding) whose policy weights the model was loaded from
+        (`policy_dir`): the optimizer's state and, under ZeRO-3, its fp32 master weights, which DeepSpeed made
+        from the module's weights (rounded copies of the saved ones under bf16 mixed precision)."""
+        checkpoint.load_optimizer_state(self.unwrapped, self.optimizer, optimizer_state)
+        if self.sharding == "ZeRO-3":
+            zero3.load_master_weights(self.unwrapped, policy_dir)
+
     def reset_reference(self) -> None:
         """ProRL hard reset: the reference becomes the current policy (and optionally Adam's moments restart)."""
-        self.reference.load_state_dict(self.unwrapped.state_dict())
+        if self.sharding == "ZeRO-3":
+            zero3.copy_weights(self.unwrapped, self.reference)
+        else:
+            self.reference.load_state_dict(self.unwrapped.state_dict())
         if self.algo.kl.reset_optimizer:
             self.optimizer.state.clear()
+
+    @contextlib.contextmanager
+    def _accumulating(self):
+        """Backward passes inside accumulate gradients without reducing them across ranks (DDP, FSDP2) or
+        stepping (DeepSpeed, whose engine steps in `accelerator.backward` when gradients are synced)."""
+        if not self.deepspeed:
+            with self.accelerator.no_sync(self.model):
+                yield
+            return
+        self.accelerator.sync_gradients = False
+        try:
+            yield
+        finally:
+            self.accelerator.sync_gradients = True
 
     def _micro_batches(self, lengths: Sequence[int]) -> list[MicroBatch]:
         """`plan_micro_batches` under learner.*, over the sequences whose real lengths are given."""
@@ -408,13 +444,9 @@ class Learner:
                 w_kl = algo.loss_token_weights(resp[mb], a.loss_agg)
                 mine = split_micro_batches(plan, dist.rank(), world)
                 for k, micro in enumerate(mine):
-                    # DDP all-reduces gradients on each rank's last backward of the mini-batch only
-                    sync = (
-                        contextlib.nullcontext()
-                        if k == len(mine) - 1
-                        else self.accelerator.no_sync(self.model)
-                    )
-                    with sync:
+                    # gradients are reduced (and, under DeepSpeed, the optimizer steps) on each rank's last
+                    # backward of the mini-batch only
+                    with contextlib.nullcontext() if k == len(mine) - 1 else self._accumulating():
                         if (
                             micro is None
                         ):  # no micro-batch left for this rank: a zero loss joins the all-reduce

@@ -154,7 +154,6 @@ def _make_engine(cfg: RLVRConfig, model, tokenizer):
 
 class Trainer:
     def __init__(self, prep: Prepared):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from transformers import AutoModelForCausalLM
 
@@ -162,14 +161,8 @@ class Trainer:
         self.prep, self.out = prep, prep.output_dir
         self.out.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.trainer.seed)
-        # cpu=True without CUDA: under `accelerate launch`/torchrun that gives gloo data parallelism (without it
-        # accelerate would start the process group but run every rank as a single process)
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            mixed_precision="bf16" if cfg.model.dtype == "bfloat16" else "no",
-        )
-        acc = self.accelerator
-        dist.check_supported(acc.distributed_type, cfg.rollout.backend, fsdp2=acc.is_fsdp2)
+        acc = self.accelerator = dist.make_accelerator("bf16" if cfg.model.dtype == "bfloat16" else "no")
+        dist.check_supported(acc, cfg.rollout.backend)
         source = prep.resume_from / "policy" if prep.resume_from else cfg.model.path
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, attn_implementation=cfg.model.attn_implementation
@@ -193,7 +186,9 @@ class Trainer:
             "learner: %d process(es), %s, %s",
             dist.world_size(),
             getattr(acc.distributed_type, "value", acc.distributed_type),
-            "policy sharded (FSDP2)" if self.learner.sharded else "full policy on every process",
+            f"policy sharded ({self.learner.sharding})"
+            if self.learner.sharding
+            else "full policy on every process",
         )
         self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
         self.verifier = MathVerifier(cfg.reward.num_workers, cfg.reward.timeout_s)
@@ -451,7 +446,7 @@ class Trainer:
         state = checkpoint.load_state(path)
         self.step, self.resets = state["step"], state["resets"]
         self.sampler.load_state_dict(state["sampler"])
-        checkpoint.load_optimizer_state(self.learner.unwrapped, self.learner.optimizer, state["optimizer"])
+        self.learner.restore(state["optimizer"], path / "policy")
         self.learner.scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
         # checkpoints written before the observatory existed have neither: start empty

@@ -19,5 +19,5 @@ else
   $PIP uninstall -q -y torchvision torchaudio torchcodec || true
 fi
 # hydra-core pins antlr4 4.9.3; math-verify's LaTeX parser supports that version through this extra.
-$PIP install -q -e ".[dev]" "math-verify[antlr4_9_3]"
-$VENV/bin/python -c "import torch, transformers, vllm, math_verify, hydra; print('rlvr install ok: torch', torch.__version__, 'vllm', vllm.__version__)"
+$PIP install -q -e ".[dev,deepspeed]" "math-verify[antlr4_9_3]"
+$VENV/bin/python -c "import torch, transformers, vllm, math_verify, hydra, deepspeed; print('rlvr install ok: torch', torch.__version__, 'vllm', vllm.__version__)"

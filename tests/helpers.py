@@ -51,6 +51,23 @@ def metrics_lines(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_metrics(got: list[dict], expected: list[dict], abs_tol: float = 1e-7) -> None:
+    """Two runs' metrics.jsonl lines: the same steps and keys, and the same values (timings aside) within 1e-5
+    relative or `abs_tol`. The sampler's and the learner's log-probs differ by float rounding (~1e-6), so
+    `rollout/logp_diff_*` moves by as much with any rounding-level change of the weights (ZeRO-3 steps Adam on
+    flat partitions): within 1e-6."""
+    import pytest
+
+    assert [d["step"] for d in got] == [d["step"] for d in expected]
+    for g, e in zip(got, expected):
+        assert g.keys() == e.keys(), e["step"]
+        for key, value in e.items():
+            if key.startswith(("timing/", "throughput/")):
+                continue
+            tol = max(abs_tol, 1e-6) if key.startswith("rollout/logp_diff") else abs_tol
+            assert g[key] == pytest.approx(value, rel=1e-5, abs=tol), (e["step"], key)
+
+
 def rollout_batch(tokenizer, n: int, seed: int = 0) -> RolloutBatch:
     """n right-padded `i+(i+3)=` prompt rows with random responses of 1 + 2i mod 5 tokens (1..5), random
     advantages (drawn after the response tokens, from the same generator) and zero rollout logprobs."""

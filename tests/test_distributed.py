@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BIN, metrics_lines, run_train, train_cmd, train_env
+from helpers import BIN, assert_same_metrics, metrics_lines, run_train, train_cmd, train_env
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 UPDATE_ONCE = ROOT / "tests" / "dist" / "update_once.py"
-FSDP2_ON_CPU = ROOT / "tests" / "dist" / "fsdp2_cpu.py"
+SHARD_ON_CPU = ROOT / "tests" / "dist" / "shard_on_cpu.py"
 
 
 def free_port() -> int:
@@ -64,10 +64,11 @@ def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
         assert two["entropy"][key] == pytest.approx(value, rel=1e-6), key
 
 
-@pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml"])
+@pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml", "zero3.yaml"])
 def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path, config):
-    """rlvr-train with 2 processes (data parallel, or FSDP2-sharded with the weights gathered into each rank's
-    vLLM engine at every sync) gives the 1-process run's metrics and checkpoint, which then goes on in one."""
+    """rlvr-train with 2 processes (data parallel, or sharded by FSDP2 or ZeRO-3 with the weights gathered into
+    each rank's vLLM engine at every sync) gives the 1-process run's metrics and checkpoint, which then goes on
+    in one."""
     overrides = (
         "trainer.total_steps=2",
         "eval.every=0",
@@ -76,23 +77,23 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path, co
     )
     one, two = tmp_path / "one", tmp_path / "two"
     run_train(tiny_cache, one, *overrides)
-    # rlvr-train's arguments, after the launcher's; under FSDP2 through the script that lets accelerate shard on CPU
+    # rlvr-train's arguments, after the launcher's; sharded through the script that lets accelerate shard on CPU
     cmd = train_cmd(two, *overrides)
-    if config == "fsdp2.yaml":
-        cmd[0] = str(FSDP2_ON_CPU)
+    if config != "ddp.yaml":
+        cmd[0] = str(SHARD_ON_CPU)
     proc = launch(2, *cmd, config=config, env=train_env(tiny_cache), cwd=tmp_path)
     log = (two / "train.log").read_text()
     assert log.count("learner: 2 process(es)") == 1, proc.stderr[-2000:]  # rank 0 alone writes train.log
-    assert ("policy sharded (FSDP2)" in log) == (config == "fsdp2.yaml")
+    setup = {
+        "ddp.yaml": "MULTI_CPU, full policy on every process",
+        "fsdp2.yaml": "FSDP, policy sharded (FSDP2)",
+        "zero3.yaml": "DEEPSPEED, policy sharded (ZeRO-3)",
+    }
+    assert f"learner: 2 process(es), {setup[config]}" in log
 
     lines_one, lines_two = metrics_lines(one), metrics_lines(two)
     assert [m["step"] for m in lines_two] == [1, 2]
-    for a, b in zip(lines_one, lines_two):
-        assert a.keys() == b.keys()
-        for key, value in a.items():
-            if key.startswith(("timing/", "throughput/")):
-                continue
-            assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (a["step"], key)
+    assert_same_metrics(lines_two, lines_one)
     weights = [load_file(d / "checkpoints/step_000002/policy/model.safetensors") for d in (one, two)]
     assert_close_state(*weights, rel=1e-5)
 
@@ -102,22 +103,38 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path, co
     assert (two / "checkpoints/latest").read_text().strip() == "step_000003"
 
 
-def test_unsupported_parallelism_is_refused_with_the_reason():
-    """DeepSpeed and FSDP1 would checkpoint rank 0's shard only; FSDP with the hf sampler would run different
-    numbers of collective forwards on different ranks: refused up front, naming the key and the fix. DDP and
-    FSDP2 (tests/test_sharded.py) pass."""
+def _accelerator(kind: str, *, fsdp2: bool = False, zero_stage: int = 3, offload: str = "none"):
+    """What check_supported reads of an Accelerator: its distributed type and the plugins' settings."""
+    from types import SimpleNamespace
+
     from accelerate.utils import DistributedType
 
+    zero = {"stage": zero_stage, "offload_optimizer": {"device": offload}}
+    plugin = SimpleNamespace(zero_stage=zero_stage, deepspeed_config={"zero_optimization": zero})
+    return SimpleNamespace(
+        distributed_type=DistributedType(kind), is_fsdp2=fsdp2, state=SimpleNamespace(deepspeed_plugin=plugin)
+    )
+
+
+def test_unsupported_parallelism_is_refused_with_the_reason():
+    """FSDP1, ZeRO stages 1-2 and DeepSpeed's offload would checkpoint state we cannot gather; sharding with the
+    hf sampler would run different numbers of collective forwards on different ranks: refused up front, naming
+    the key and the fix. DDP, FSDP2 (tests/test_sharded.py) and ZeRO-3 pass."""
     from rlvr import distributed
     from rlvr.config import ConfigError
 
-    with pytest.raises(ConfigError, match="accelerate distributed_type: DEEPSPEED.*fsdp2.yaml"):
-        distributed.check_supported(DistributedType.DEEPSPEED, "vllm", fsdp2=False)
-    with pytest.raises(ConfigError, match="accelerate distributed_type: FSDP version 1.*fsdp_version: 2"):
-        distributed.check_supported(DistributedType.FSDP, "vllm", fsdp2=False)
-    with pytest.raises(ConfigError, match="rollout.backend: 'hf'.*rollout.backend=vllm"):
-        distributed.check_supported(DistributedType.FSDP, "hf", fsdp2=True)
-    distributed.check_supported(DistributedType.FSDP, "vllm", fsdp2=True)
-    for fine in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+    refused = [
+        (_accelerator("FSDP"), "vllm", "accelerate distributed_type: FSDP version 1.*fsdp_version: 2"),
+        (_accelerator("FSDP", fsdp2=True), "hf", "rollout.backend: 'hf'.*rollout.backend=vllm under FSDP"),
+        (_accelerator("DEEPSPEED"), "hf", "rollout.backend: 'hf'.*rollout.backend=vllm under DEEPSPEED"),
+        (_accelerator("DEEPSPEED", zero_stage=2), "vllm", "deepspeed_config.zero_stage: 2 .*use 3"),
+        (_accelerator("DEEPSPEED", offload="cpu"), "vllm", "offload_optimizer_device: offload .*none"),
+    ]
+    for accelerator, backend, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            distributed.check_supported(accelerator, backend)
+    distributed.check_supported(_accelerator("FSDP", fsdp2=True), "vllm")
+    distributed.check_supported(_accelerator("DEEPSPEED"), "vllm")
+    for fine in ("NO", "MULTI_CPU", "MULTI_GPU"):
         for backend in ("hf", "vllm"):
-            distributed.check_supported(fine, backend, fsdp2=False)
+            distributed.check_supported(_accelerator(fine), backend)

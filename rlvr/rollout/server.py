@@ -43,6 +43,7 @@ from vllm.distributed.weight_transfer import WeightSource
 from vllm.distributed.weight_transfer.base import ParamMeta
 
 from rlvr import distributed as dist
+from rlvr import zero3
 from rlvr.config import ConfigError, RolloutConfig
 from rlvr.rollout.base import Completion, SamplingParams
 from rlvr.rollout.vllm_engine import (
@@ -176,14 +177,16 @@ class LaunchedServer:
 
 class ModelWeights(WeightSource):
     """The learner's weights as vLLM's trainer engines take them, under Hugging Face names (what the colocated
-    engine loads too); metadata reads shapes without gathering sharded tensors."""
+    engine loads too); metadata reads shapes without gathering sharded tensors (a DTensor's shape is its full
+    shape; a ZeRO-3 partition's is in `ds_shape`)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
 
     def metadata(self) -> list[ParamMeta]:
         return [
-            ParamMeta(checkpoint_name(n), t.dtype, tuple(t.shape)) for n, t in self.model.state_dict().items()
+            ParamMeta(checkpoint_name(n), t.dtype, zero3.full_shape(t))
+            for n, t in self.model.state_dict(keep_vars=True).items()
         ]
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:

@@ -137,10 +137,14 @@ def checkpoint_names(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor
     `state_dict` (not `named_parameters`) so that a tied `lm_head.weight` is present too; vLLM's
     loaders skip it when the model ties embeddings. `torch.compile`'s `_orig_mod.` prefix is removed.
     Under FSDP2 the parameters are sharded DTensors: each is gathered in full only when the engine asks for
-    it, so at most one full tensor beyond the shards exists at a time (never a second full model)."""
+    it, so at most one full tensor beyond the shards exists at a time (never a second full model); likewise
+    under ZeRO-3 (`zero3.full_tensors`). A collective then: every rank iterates to the end."""
     from torch.distributed.tensor import DTensor
 
-    for name, tensor in model.state_dict().items():
+    from rlvr import zero3
+
+    tensors = zero3.full_tensors(model) if zero3.is_zero3(model) else model.state_dict().items()
+    for name, tensor in tensors:
         if isinstance(tensor, DTensor):
             tensor = tensor.full_tensor()
         yield checkpoint_name(name), tensor.detach()

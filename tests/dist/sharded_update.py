@@ -1,9 +1,10 @@
-"""One learner update with the policy sharded by accelerate's FSDP2 `prepare`, run as each rank under
-`accelerate launch --config_file configs/accelerate/fsdp2.yaml` (tests/test_sharded.py compares it with one plain
-process). Then the checkpoint round trip the other way: a 1-process checkpoint loaded into a fresh sharded
-learner. Last, the same prepare with fsdp_cpu_ram_efficient_loading, which unties the embeddings: refused.
+"""One learner update with the policy sharded by accelerate's FSDP2 `prepare` or partitioned by DeepSpeed ZeRO-3,
+run as each rank under `accelerate launch --config_file configs/accelerate/fsdp2.yaml` (or zero3.yaml)
+(tests/test_sharded.py compares it with one plain process). Then the checkpoint round trip the other way: a
+1-process checkpoint loaded into a fresh sharded learner. Last, under FSDP2, the same prepare with
+fsdp_cpu_ram_efficient_loading, which unties the embeddings: refused.
 
-accelerate runs FSDP only on accelerator devices; `fsdp2_cpu.fsdp2_on_cpu` makes it take its FSDP2 path on CPU.
+`shard_on_cpu.shard_on_cpu` makes accelerate take its FSDP2 path on CPU, and ZeRO-3 partition every parameter.
 
 usage: sharded_update.py OUT_DIR ONE_PROCESS_CHECKPOINT
 writes (rank 0) OUT_DIR/two.pt (metrics, the weights as weight sync streams them, the reference's weights after
@@ -17,7 +18,6 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import rollout_batch  # noqa: E402
@@ -45,7 +45,7 @@ def settings() -> tuple[AlgoConfig, OptimConfig]:
 def make_learner(model) -> Learner:
     """A learner with `settings()` (sharded when launched with FSDP2)."""
     algo, optim = settings()
-    accelerator = Accelerator(cpu=True)
+    accelerator = dist.make_accelerator("no")
     return Learner(model, accelerator, algo, optim, LearnerConfig(micro_batch_size=2), 1.0, 10)
 
 
@@ -61,15 +61,15 @@ def one_update() -> tuple[Learner, dict]:
 
 
 def main(out: Path, one_process_checkpoint: Path) -> None:
-    from fsdp2_cpu import fsdp2_on_cpu
+    from shard_on_cpu import shard_on_cpu
     from transformers import AutoModelForCausalLM
 
     from rlvr.config import ConfigError
     from rlvr.rollout.vllm_engine import checkpoint_names
 
-    fsdp2_on_cpu()
+    shard_on_cpu()
     learner, metrics = one_update()
-    assert learner.sharded
+    sharding = learner.sharding
     streamed = {name: tensor.clone() for name, tensor in checkpoint_names(learner.unwrapped)}  # weight sync
     weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
     if dist.is_main():
@@ -86,16 +86,19 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
     learner.reset_reference()  # shard to shard
     reference = checkpoint.gather_full_state(learner.reference)[0]
     if dist.is_main():
-        saved = {"metrics": metrics, "world": dist.world_size(), "streamed": streamed, "reference": reference}
+        saved = {"metrics": metrics, "world": dist.world_size(), "sharding": sharding}
+        saved.update(streamed=streamed, reference=reference)
 
-    # a 1-process checkpoint into a sharded learner, as the trainer resumes: weights before sharding
-    model = AutoModelForCausalLM.from_pretrained(one_process_checkpoint / "policy", dtype=torch.float32)
-    learner = make_learner(model)
-    checkpoint.load_optimizer_state(
-        learner.unwrapped, learner.optimizer, checkpoint.load_state(one_process_checkpoint)["optimizer"]
-    )
-    # the trainer's resume of a reset reference: here the base model, which differs from the loaded policy
+    # a 1-process checkpoint into a sharded learner, as the trainer resumes: weights before sharding. Under
+    # ZeRO-3 from the base model instead: the gathered weights (the fp32 masters) must then come from the file
     tokenizer = build_tokenizer()
+    if sharding == "ZeRO-3":
+        model = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(one_process_checkpoint / "policy", dtype=torch.float32)
+    learner = make_learner(model)
+    learner.restore(checkpoint.load_state(one_process_checkpoint)["optimizer"], one_process_checkpoint / "policy")
+    # the trainer's resume of a reset reference: here the base model, which differs from the loaded policy
     base = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
     checkpoint.load_full_state(learner.reference, base.state_dict())
     weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
@@ -103,12 +106,13 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
     if dist.is_main():
         torch.save({"weights": weights, "optimizer": optimizer, "reference": reference}, out / "loaded.pt")
 
-    learner.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = True  # shared by the next Accelerator
-    try:
-        make_learner(build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0))
-        refusal = None
-    except ConfigError as e:
-        refusal = str(e)
+    refusal = None
+    if sharding == "FSDP2":
+        learner.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = True  # shared by the next Accelerator
+        try:
+            make_learner(build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0))
+        except ConfigError as e:
+            refusal = str(e)
     if dist.is_main():
         torch.save({**saved, "refusal": refusal}, out / "two.pt")
     dist.shutdown()
