@@ -68,6 +68,17 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer, c
     assert_close_state({k: streamed[k] for k in files[1]}, files[1], rel=0.0)
     reset = {k: two["reference"][k] for k in files[1]}
     assert_close_state(reset, files[1], rel=0.0)  # the reference reset to the sharded policy, shard to shard
+    # after a reset of the reference and of Adam's state, one more update: as in one process
+    metrics_2, weights_2, optimizer_2 = script.after_reset(copy.deepcopy(one))
+    sharded_metrics_2, sharded_weights_2, sharded_optimizer_2 = two["after_reset"]
+    for key in ("loss/policy", "grad/norm"):
+        assert sharded_metrics_2[key] == pytest.approx(metrics_2[key], rel=1e-5), key
+    # just after a reset the KL is a small difference of nearly equal log-probs (7e-4 here): the weights'
+    # rounding-level differences (~1e-6 relative) reach it ~30-fold
+    assert sharded_metrics_2["kl/ref"] == pytest.approx(metrics_2["kl/ref"], rel=1e-4)
+    assert_close_state(weights_2, sharded_weights_2, rel=1e-5)
+    assert float(next(iter(optimizer_2["state"].values()))["step"]) == 2  # restarted: 2 mini-batch steps
+    assert_close_adam(optimizer_2, sharded_optimizer_2, rel=1e-5)
 
     # the sharded checkpoint resumes in one plain process: weights and Adam's state as the 1-process update's
     model = AutoModelForCausalLM.from_pretrained(sharded / "policy", dtype=torch.float32)

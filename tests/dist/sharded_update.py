@@ -35,7 +35,7 @@ def settings() -> tuple[AlgoConfig, OptimConfig]:
     algo = AlgoConfig(
         loss_agg="token_mean",
         num_minibatches=2,
-        kl=KLConfig(coef=0.1),
+        kl=KLConfig(coef=0.1, reset_optimizer=True),
         entropy_mask=EntropyMaskConfig(top_frac=0.5),
     )
     # Adam's eps=1 makes the step proportional to the gradient (see tests/test_learner.py)
@@ -58,6 +58,14 @@ def one_update() -> tuple[Learner, dict]:
     )
     metrics, _ = learner.update(rollout_batch(tokenizer, n=14, seed=1), seed=0)
     return learner, metrics
+
+
+def after_reset(learner: Learner) -> tuple[dict, dict, dict]:
+    """A ProRL reset (the reference := the policy; Adam's state cleared, as `settings()` asks), then one more
+    update on another batch: its metrics, and the gathered weights and optimizer state after it."""
+    learner.reset_reference()
+    metrics, _ = learner.update(rollout_batch(build_tokenizer(), n=14, seed=2), seed=1)
+    return metrics, *checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
 
 
 def main(out: Path, one_process_checkpoint: Path) -> None:
@@ -83,11 +91,11 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
             1,
             policy_state=weights,
         )
-    learner.reset_reference()  # shard to shard
+    reset = after_reset(learner)  # the reference reset shard to shard
     reference = checkpoint.gather_full_state(learner.reference)[0]
     if dist.is_main():
         saved = {"metrics": metrics, "world": dist.world_size(), "sharding": sharding}
-        saved.update(streamed=streamed, reference=reference)
+        saved.update(streamed=streamed, reference=reference, after_reset=reset)
 
     # a 1-process checkpoint into a sharded learner, as the trainer resumes: weights before sharding. Under
     # ZeRO-3 from the base model instead: the gathered weights (the fp32 masters) must then come from the file
