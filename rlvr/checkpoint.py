@@ -220,12 +220,12 @@ def load_optimizer_state(
 
 
 def load_full_state(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Load full weights (each rank holds them) into `model`, sharded or not; each rank keeps its shard."""
+    """Load full weights (each rank holds them) into `model`, sharded or not; each rank keeps its shard. Not for
+    a ZeRO-3 policy, whose fp32 masters this would leave behind (`Learner.restore`)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    if zero3.is_zero3(model):  # the trainer loads a ZeRO-3 policy before prepare (from_pretrained)
-        raise ValueError(
-            "load_full_state: the module is partitioned by ZeRO-3; load its weights before prepare"
-        )
+    if zero3.is_zero3(model):
+        zero3.load_weights(model, weights)
+        return
     # a copy: set_model_state_dict replaces the dict's values by the DTensor shards it makes of them
     set_model_state_dict(model, dict(weights), options=StateDictOptions(full_state_dict=True))

@@ -267,9 +267,10 @@ class Learner:
         )
         self.sharded = self.sharding is not None
         if self.reference is not None:
-            # under ZeRO-3 the reference stays whole on each rank (DeepSpeed partitions what it prepares)
             self._reference = ResponseLogprobs(self.reference, temperature, learner.logprob_chunk_size)
-            if self.sharding == "FSDP2":  # sharded like the policy, so that its state loads shard to shard
+            if self.sharding == "ZeRO-3":  # partitioned like the policy, by an engine of its own
+                self._reference = zero3.partition_frozen(self._reference, accelerator)
+            elif self.sharding == "FSDP2":  # sharded like the policy, so that its state loads shard to shard
                 dist.shard_like(self._reference, self.model)
                 # the policy as prepared: with accelerate's cpu_ram_efficient_loading (fine for untied models) only
                 # local rank 0 loaded the weights (the other ranks' copies held zeros) and prepare broadcast them

@@ -11,7 +11,8 @@ Every function is a collective: all ranks call it, in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +83,13 @@ def gather_full_state(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """`rlvr.checkpoint.gather_full_state` under ZeRO-3: the full fp32 master weights (the module's own may be
     bf16 copies of them) and Adam's state by parameter name, on rank 0 (CPU); empty on the other ranks.
-    `with_optimizer`: the optimizer's state too (`model` is then the policy DeepSpeed prepared with it)."""
+    `with_optimizer`: the optimizer's state too (`model` is then the policy DeepSpeed prepared with it; without
+    an optimizer, e.g. the KL reference, there are no masters: the module's weights)."""
     main = dist.is_main()
     weights: dict[str, torch.Tensor] = {}
     first: dict[int, str] = {}
     params = dict(model.state_dict(keep_vars=True))
-    for name, tensor in full_tensors(model, masters=True):
+    for name, tensor in full_tensors(model, masters=with_optimizer):
         key = id(params[name])
         if main:
             # a tied weight: one tensor under both names, which save_pretrained then writes once
@@ -167,18 +169,55 @@ def load_master_weights(model: torch.nn.Module, checkpoint_dir: Path) -> None:
 
 
 def whole_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """An ordinary (unpartitioned) copy of a partitioned transformers model: the frozen KL reference. Under an
-    active ZeRO-3 config transformers' `from_pretrained` loads a model already partitioned (`zero.Init`),
-    which cannot be deep-copied."""
-    copy = type(model)(model.config)
-    copy_weights(model, copy)
-    return copy
-
-
-def copy_weights(model: torch.nn.Module, target: torch.nn.Module) -> None:
-    """Copy the partitioned model's full weights into an ordinary module of the same architecture (the KL
-    reference), one parameter at a time."""
-    own = target.state_dict()
+    """An ordinary (unpartitioned) copy of a partitioned transformers model. Under an active ZeRO-3 config
+    transformers' `from_pretrained` loads a model already partitioned (`zero.Init`), which cannot be
+    deep-copied: the learner copies the KL reference this way, then partitions it (`partition_frozen`)."""
+    whole = type(model)(model.config)
+    own = whole.state_dict()
     with torch.no_grad():
         for name, tensor in full_tensors(model):
             own[name].copy_(tensor)
+    return whole
+
+
+def partition_frozen(module: torch.nn.Module, accelerator) -> torch.nn.Module:
+    """`module` (frozen, no optimizer: the KL reference) partitioned by a DeepSpeed engine of its own with the
+    policy's ZeRO-3 config, so that no rank holds it whole; returns the engine, whose forward gathers the
+    parameters as the policy's does. (accelerate's `prepare` would replace the policy's engine, which its
+    `backward` uses.)"""
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    for key in ("optimizer", "scheduler"):
+        config.pop(key, None)
+    engine, *_ = deepspeed.initialize(model=module, config=config)
+    engine.eval()
+    return engine
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Full weights (every rank passes the same) into a partitioned module without an optimizer (the KL
+    reference, on resume)."""
+    _overwrite(model, weights.items())
+
+
+def copy_weights(model: torch.nn.Module, target: torch.nn.Module) -> None:
+    """The partitioned policy's weights into the partitioned reference (a ProRL reset)."""
+    _overwrite(target, full_tensors(model))
+
+
+def _overwrite(model: torch.nn.Module, items: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Set `model`'s state_dict entries from (name, full tensor) pairs, one parameter at a time: gathered,
+    overwritten on rank 0 and partitioned again from rank 0's copy."""
+    from deepspeed.runtime.zero import GatheredParameters
+
+    own = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, tensor in items:
+            param = own[name]
+            if not hasattr(param, "ds_id"):
+                param.copy_(tensor)
+                continue
+            with GatheredParameters([param], modifier_rank=0):
+                if dist.is_main():
+                    param.copy_(tensor)

@@ -58,7 +58,7 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer, c
     sharded = tmp_path / "run" / "checkpoints" / "step_000001"
 
     # the update: the same numbers, and (gathered from the shards, saved as the trainer saves) the same weights
-    assert (two["world"], two["sharding"]) == (2, sharding)
+    assert (two["world"], two["sharding"], two["reference_sharded"]) == (2, sharding, True)
     for key in ("loss/policy", "kl/ref", "grad/norm", "learner/pg_token_frac"):
         assert two["metrics"][key] == pytest.approx(metrics[key], rel=1e-5), key
     files = [load_file(d / "policy" / "model.safetensors") for d in (saved, sharded)]

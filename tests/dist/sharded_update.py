@@ -24,6 +24,7 @@ from helpers import rollout_batch  # noqa: E402
 
 from rlvr import checkpoint  # noqa: E402
 from rlvr import distributed as dist  # noqa: E402
+from rlvr import zero3  # noqa: E402
 from rlvr.config import AlgoConfig, EntropyMaskConfig, KLConfig, LearnerConfig, OptimConfig  # noqa: E402
 from rlvr.learner import Learner  # noqa: E402
 from rlvr.tiny_model import build_model, build_tokenizer  # noqa: E402
@@ -93,8 +94,10 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
         )
     reset = after_reset(learner)  # the reference reset shard to shard
     reference = checkpoint.gather_full_state(learner.reference)[0]
+    reference_sharded = dist.is_sharded(learner.reference) or zero3.is_zero3(learner.reference)
     if dist.is_main():
         saved = {"metrics": metrics, "world": dist.world_size(), "sharding": sharding}
+        saved["reference_sharded"] = reference_sharded
         saved.update(streamed=streamed, reference=reference, after_reset=reset)
 
     # a 1-process checkpoint into a sharded learner, as the trainer resumes: weights before sharding. Under
