@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from rlvr import distributed as dist
+from rlvr import zero3
 from rlvr.config import RolloutConfig
 from rlvr.rollout.base import Completion, SamplingParams
 
@@ -140,8 +141,6 @@ def checkpoint_names(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor
     it, so at most one full tensor beyond the shards exists at a time (never a second full model); likewise
     under ZeRO-3 (`zero3.full_tensors`). A collective then: every rank iterates to the end."""
     from torch.distributed.tensor import DTensor
-
-    from rlvr import zero3
 
     tensors = zero3.full_tensors(model) if zero3.is_zero3(model) else model.state_dict().items()
     for name, tensor in tensors:
