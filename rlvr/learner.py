@@ -265,7 +265,6 @@ class Learner:
         self.sharding = (
             "FSDP2" if dist.is_sharded(self.model) else "ZeRO-3" if zero3.is_zero3(self.model) else None
         )
-        self.sharded = self.sharding is not None
         if self.reference is not None:
             self._reference = ResponseLogprobs(self.reference, temperature, learner.logprob_chunk_size)
             if self.sharding == "ZeRO-3":  # partitioned like the policy, by an engine of its own
@@ -282,6 +281,11 @@ class Learner:
     def unwrapped(self) -> torch.nn.Module:
         """The policy itself (a transformers model), without the DDP/FSDP wrapper or the logprob head."""
         return self.accelerator.unwrap_model(self.model).policy
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the policy's parameters are sharded (FSDP2) or partitioned (ZeRO-3)."""
+        return self.sharding is not None
 
     def restore(self, optimizer_state: dict, policy_dir: Path) -> None:
         """Resume from a checkpoint (any world size or sharding) whose policy weights the model was loaded from
