@@ -60,12 +60,28 @@ def test_clip_cov_draws_uniformly_among_candidates():
     assert seen == {(0, 2), (1, 1)}
 
 
-def test_clip_cov_bounds_are_inclusive_and_padding_is_never_a_candidate():
-    cov = torch.tensor([[1.0, 5.0, 0.99], [5.01, 3.0, 3.0]])  # (1, 2) is padding with an in-bounds value
+def test_clip_cov_bounds_are_open_and_padding_is_never_a_candidate():
+    # verl's rule, lb < cov < ub: 1.0 and 5.0 sit on the bounds and are not candidates (inclusive bounds, the old
+    # rule, took them: [[True, True, False], [False, True, False]])
+    cov = torch.tensor([[1.0, 5.0, 1.01], [5.01, 3.0, 3.0]])  # (1, 2) is padding with an in-bounds value
     sel = clip_cov_select(cov, MASK, 1.0, 1.0, 5.0)
-    assert sel.tolist() == [[True, True, False], [False, True, False]]
+    assert sel.tolist() == [[False, False, True], [False, True, False]]
     # no candidate: nothing selected
     assert not clip_cov_select(COV, MASK, 1.0, 10.0, 20.0).any()
+
+
+def test_clip_cov_never_draws_a_token_the_ppo_clip_already_clips():
+    # Candidates of COV in (1, 5): (0, 2) and (1, 1). Token (1, 1) has A = -1 and ratio e^-0.5 = 0.61 < 1 - 0.2:
+    # PPO clips it (zero gradient already), so the draw must take (0, 2) alone, whatever the seed. N still counts
+    # all 5 loss tokens: 0.4 * 5 = 2 wanted, 1 allowed candidate.
+    logp = torch.tensor([[0.0, 0.0, 0.0], [0.0, -0.5, 0.0]])
+    _, info = ppo_clip_loss(logp, torch.zeros(2, 3), ADV, 0.2, 0.28)
+    clipped = info["clipped_low"] | info["clipped_high"]
+    assert clipped.tolist() == [[False, False, False], [False, True, False]]
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        sel = clip_cov_select(COV, MASK, 0.4, 1.0, 5.0, generator=g, exclude=clipped)
+        assert sel.tolist() == [[False, False, True], [False, False, False]]
 
 
 def test_kl_cov_selects_the_largest_covariances():

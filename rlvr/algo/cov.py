@@ -7,14 +7,16 @@ tokens carries extreme covariance, so both methods act only on a few of them:
 
     Cov_i = (logp_i - mean_j logp_j) * (A_i - mean_j A_j)        over the N loss tokens of the (mini-)batch
 
-* Clip-Cov: among tokens with omega_low <= Cov_i <= omega_high pick floor(r * N) (at least 1) uniformly at
-  random and remove them from the policy gradient (their loss becomes 0). Defaults r = 2e-4, bounds [1, 5].
+* Clip-Cov: among tokens with omega_low < Cov_i < omega_high that the PPO clip does not already clip, pick
+  floor(r * N) (at least 1) uniformly at random and remove them from the policy gradient (their loss becomes 0).
+  Defaults r = 2e-4, bounds (1, 5).
 * KL-Cov: pick the floor(k * N) (at least 1) tokens of largest Cov_i and add beta * |logp - old_logp| to their
   loss, a KL-like penalty against the rollout (old) policy. Defaults k = 2e-3, beta = 1.
 
-Token counts follow the authors' implementation (``max(int(frac * N), 1)``). As there, the KL-Cov surrogate is
-the plain ratio objective -A * ratio (no PPO clip: the penalty is the regulariser), while Clip-Cov keeps the
-PPO-clipped loss and zeroes the selected tokens.
+Token counts, the open bounds and the exclusion of PPO-clipped tokens follow the authors' implementation (verl's
+``compute_policy_loss_clip_cov``): N counts every loss token, clipped or not, and the covariance is the current
+policy's. As there, the KL-Cov surrogate is the plain ratio objective -A * ratio (no PPO clip: the penalty is the
+regulariser), while Clip-Cov keeps the PPO-clipped loss and zeroes the selected tokens.
 """
 
 from __future__ import annotations
@@ -65,18 +67,22 @@ def clip_cov_select(
     bound_low: float,
     bound_high: float,
     generator: torch.Generator | None = None,
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """Clip-Cov token selection: bool [B, T].
 
-    cov: [B, T] from ``token_covariance``; mask: [B, T] bool (N = mask.sum()). Candidates are mask tokens with
-    bound_low <= cov <= bound_high; max(1, floor(clip_frac * N)) of them are drawn uniformly without replacement
-    (all of them when there are fewer). generator: a CPU torch.Generator for the draw (None = torch's global RNG,
-    which the trainer seeds and checkpoints).
+    cov: [B, T] from ``token_covariance``; mask: [B, T] bool (N = mask.sum()); exclude: [B, T] bool of tokens that
+    may not be drawn (those the PPO clip already clips: their gradient is 0 anyway). Candidates are mask tokens
+    not excluded with bound_low < cov < bound_high (open bounds); max(1, floor(clip_frac * N)) of them are drawn
+    uniformly without replacement (all of them when there are fewer). generator: a CPU torch.Generator for the
+    draw (None = torch's global RNG, which the trainer seeds and checkpoints).
     """
     if cov.shape != mask.shape or cov.dim() != 2:
         raise ValueError(
             f"cov and mask must be [B, T] of the same shape, got {tuple(cov.shape)}, {tuple(mask.shape)}"
         )
+    if exclude is not None and exclude.shape != mask.shape:
+        raise ValueError(f"exclude {tuple(exclude.shape)} must match mask {tuple(mask.shape)}")
     if not 0 < clip_frac <= 1:
         raise ValueError(f"clip_frac must be in (0, 1], got {clip_frac}")
     if bound_low > bound_high:
@@ -86,7 +92,8 @@ def clip_cov_select(
     n = int(m.sum())
     if n == 0:
         return selected.view_as(m)
-    candidates = (m & (cov >= bound_low) & (cov <= bound_high)).flatten().nonzero().squeeze(1)
+    allowed = m if exclude is None else m & ~exclude.bool()
+    candidates = (allowed & (cov > bound_low) & (cov < bound_high)).flatten().nonzero().squeeze(1)
     take = min(_count(clip_frac, n), candidates.numel())
     pick = torch.randperm(candidates.numel(), generator=generator)[:take].to(candidates.device)
     selected[candidates[pick]] = True
