@@ -68,6 +68,34 @@ def test_overlong_shaping_is_added_to_rewards():
     assert got.groups[0].rewards == [0.5, -0.5]
 
 
+def test_dynamic_sampling_keeps_groups_on_accuracy_not_on_the_shaped_reward():
+    # G=4, max 8 tokens, overlong cache 2 (soft zone 7..8 tokens, length 7 -> (8-2-7)/2 = -0.5).
+    # Group 0: all 4 correct, one answer 7 tokens long: shaped rewards 1, 1, 1, 0.5. Its rewards differ, but every
+    #   answer is right: DAPO Eq. 11 (0 < correct < G) drops it. Filtering on the shaped reward kept it.
+    # Group 1: 2 of 4 correct, all 2 tokens: rewards 1, 0, 1, 0 -> kept.
+    # Group 2: none correct, one answer 7 tokens long: rewards 0, 0, 0, -0.5 -> dropped (0 correct).
+    def sample(indices, round_):
+        lengths = [[2, 2, 2, 7], [2, 2, 2, 2], [7, 2, 2, 2]]
+        verdicts = [[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]]
+        groups = []
+        for i, lens, vs in zip(indices, lengths, verdicts):
+            comps = [Completion(list(range(10, 10 + n)), [-0.5] * n, "stop", "x") for n in lens]
+            ok = [Verdict.CORRECT if v else Verdict.INCORRECT for v in vs]
+            groups.append(Group(i, comps, ok, [float(v) for v in vs]))
+        return groups, 0.0, 0.0
+
+    cfg = AlgoConfig(
+        group_size=4,
+        dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=0),
+        overlong=OverlongConfig(shaping=True, cache_len=2),
+    )
+    got = collect(FakeSampler([]).indices, sample, 3, cfg, max_new_tokens=8)
+    assert [g.rewards for g in got.sampled] == [[1, 1, 1, 0.5], [1, 0, 1, 0], [-0.5, 0, 0, 0]]
+    assert [g.prompt_index for g in got.groups] == [1]
+    # groups/zero_std_frac stays a statistic of the rewards: all three groups' rewards spread
+    assert rollout_metrics(got, group_size=4)["groups/zero_std_frac"] == 0.0
+
+
 def test_to_batch_aligns_tokens_logprobs_and_advantages():
     prompts = [[1, 2, 3], [4]]
     g0 = Group(

@@ -9,10 +9,10 @@ from rlvr.algo.advantages import as_groups
 
 
 def groups_with_signal(rewards: Tensor, group_size: int) -> Tensor:
-    """DAPO dynamic sampling filter.
+    """Groups whose values are not all equal. rewards: [N] grouped contiguously -> bool [N // group_size].
 
-    rewards: [N] grouped contiguously -> bool [N // group_size], True where the group's rewards are not
-    all equal (so its advantages are non-zero).
+    On rewards: the groups with non-zero advantages. On correctness (1 correct, 0 not): DAPO's dynamic sampling
+    constraint, Eq. 11, 0 < |{o_i : is_equivalent(a, o_i)}| < G.
     """
     groups = as_groups(rewards, group_size)
     return groups.amax(dim=1) != groups.amin(dim=1)

@@ -1,7 +1,8 @@
 """From prompts to a training batch: sample G completions each, verify, shape rewards, compute advantages.
 
-DAPO dynamic sampling lives here: groups whose rewards are all equal carry no gradient signal, so they are
-dropped and more prompts are sampled (at most `max_rounds` extra rounds) until the batch holds B groups.
+DAPO dynamic sampling lives here: a group kept for the update has both outcomes, 0 < (correct answers) < G
+(DAPO Eq. 11, on the verifier's verdicts, whatever reward shaping adds); the others are dropped and more prompts
+are sampled (at most `max_rounds` extra rounds) until the batch holds B groups.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def collect(
     cfg: AlgoConfig,
     max_new_tokens: int,
 ) -> Collected:
-    """Sample `batch_groups` groups; with dynamic sampling keep only groups with signal, refilling for at most
-    cfg.dynamic_sampling.max_rounds extra rounds (the batch may end smaller, never larger)."""
+    """Sample `batch_groups` groups; with dynamic sampling keep only groups with both correct and incorrect
+    answers, refilling for at most cfg.dynamic_sampling.max_rounds extra rounds (the batch may end smaller, never
+    larger: the learner then splits it into fewer mini-batches, `rlvr.learner.minibatch_indices`)."""
     result = Collected(groups=[], rounds=0)
     while True:
         need = batch_groups - len(result.groups)
@@ -99,9 +101,13 @@ def collect(
         if not cfg.dynamic_sampling.enabled:
             result.groups = groups
             return result
-        rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
-        signal = algo.groups_with_signal(rewards, cfg.group_size).tolist()
-        result.groups.extend(g for g, ok in zip(groups, signal) if ok)
+        # on accuracy, not on the shaped reward: an all-correct group with one answer in the overlong zone
+        # (rewards 1, 1, 1, 0.5) would otherwise be kept and trained on its length alone
+        correct = torch.tensor(
+            [v == Verdict.CORRECT for g in groups for v in g.verdicts], dtype=torch.float32
+        )
+        mixed = algo.groups_with_signal(correct, cfg.group_size).tolist()
+        result.groups.extend(g for g, ok in zip(groups, mixed) if ok)
         if len(result.groups) >= batch_groups or result.rounds > cfg.dynamic_sampling.max_rounds:
             result.groups = result.groups[:batch_groups]
             return result
