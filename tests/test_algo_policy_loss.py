@@ -108,9 +108,8 @@ def test_three_aggregations_differ_on_unequal_lengths():
     assert_close(aggregate_loss(LOSS, MASK, "token_mean"), torch.tensor(0.25))
     # seq_mean_token_mean: (1/1 + 0/3) / 2 sequences = 1/2 -- the short sequence's token weighs 3x more
     assert_close(aggregate_loss(LOSS, MASK, "seq_mean_token_mean"), torch.tensor(0.5))
-    # seq_mean_token_sum_norm: (1/4 + 0/4) / 2 = 1/8 with max_len 4; default max_len = T = 3 -> (1/3)/2 = 1/6
+    # seq_mean_token_sum_norm: (1/4 + 0/4) / 2 = 1/8 with max_len 4 (the generation budget, not the width T = 3)
     assert_close(aggregate_loss(LOSS, MASK, "seq_mean_token_sum_norm", max_len=4), torch.tensor(0.125))
-    assert_close(aggregate_loss(LOSS, MASK, "seq_mean_token_sum_norm"), torch.tensor(1 / 6))
     # a bool mask and a 0/1 float mask agree
     assert_close(aggregate_loss(LOSS, MASK.float(), "token_mean"), torch.tensor(0.25))
 
@@ -127,11 +126,11 @@ def test_grpo_length_bias_in_the_weights():
 
 def test_empty_rows_are_not_counted_and_all_zero_mask_gives_zero():
     mask = torch.tensor([[1, 1], [0, 0]])
-    # n_seq = 1 (the empty row does not count): 1/(2*1) = 0.5 ; Dr. GRPO with max_len=T=2: 1/(2*1) = 0.5
+    # n_seq = 1 (the empty row does not count): 1/(2*1) = 0.5 ; Dr. GRPO with max_len 2: 1/(2*1) = 0.5
     for mode in ("seq_mean_token_mean", "seq_mean_token_sum_norm"):
-        assert_close(loss_token_weights(mask, mode), torch.tensor([[0.5, 0.5], [0.0, 0.0]]))
+        assert_close(loss_token_weights(mask, mode, max_len=2), torch.tensor([[0.5, 0.5], [0.0, 0.0]]))
     for mode in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
-        w = loss_token_weights(torch.zeros(2, 3), mode)
+        w = loss_token_weights(torch.zeros(2, 3), mode, max_len=3)
         assert torch.equal(w, torch.zeros(2, 3)), mode
 
 
@@ -147,9 +146,9 @@ def test_micro_batches_with_full_batch_weights_match_the_full_aggregate(mode, ex
     # rows keep 1, 3, 2, 1 tokens with constant per-token losses 4, 0, 2, 2 (100 on padding)
     mask = torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.bool)
     loss = torch.tensor([[4.0, 100, 100], [0, 0, 0], [2, 2, 100], [2, 100, 100]])
-    full = aggregate_loss(loss, mask, mode)
+    full = aggregate_loss(loss, mask, mode, max_len=3)
     assert_close(full, torch.tensor(expected))
-    w = loss_token_weights(mask, mode)
+    w = loss_token_weights(mask, mode, max_len=3)
     halves = (loss[:2] * w[:2]).sum() + (loss[2:] * w[2:]).sum()
     assert_close(halves, full)
     if mode == "token_mean":
@@ -164,11 +163,22 @@ def test_micro_batches_with_full_batch_weights_match_the_full_aggregate(mode, ex
         (MASK, "mean", None, "unknown loss aggregation"),
         (MASK[0], "token_mean", None, r"\[B, T\]"),
         (MASK, "seq_mean_token_sum_norm", 0, "max_len"),
+        (MASK, "seq_mean_token_sum_norm", None, "generation budget"),
     ],
 )
 def test_weights_bad_arguments(mask, mode, max_len, match):
     with pytest.raises(ValueError, match=match):
         loss_token_weights(mask, mode, max_len)
+
+
+def test_dr_grpo_weight_is_the_same_for_batches_of_any_width():
+    # Dr. GRPO divides by a constant, the generation budget (8 here): one kept token weighs 1/(8 * n_seq) in a
+    # batch padded to width 3 and in one padded to width 6 (dividing by the width gave 1/6 and 1/12)
+    narrow = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    wide = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    for mask in (narrow, wide):
+        w = loss_token_weights(mask, "seq_mean_token_sum_norm", max_len=8)
+        assert_close(w[mask], torch.full((int(mask.sum()),), 1 / 16))
 
 
 def test_aggregate_shape_mismatch():

@@ -95,20 +95,22 @@ LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"
 def loss_token_weights(mask: Tensor, mode: str, max_len: int | None = None) -> Tensor:
     """Per-token weights w (float32 [B, T]) such that the aggregate loss is (loss * w).sum().
 
-    mask: [B, T] bool/0-1 of tokens that count. Computing w once on the full batch and summing
-    (loss * w) per micro-batch reproduces the full-batch normaliser exactly.
-      token_mean (DAPO):                 w = mask / mask.sum()           (every token counts equally)
-      seq_mean_token_mean (GRPO):        w = mask / len_i / n_seq        (every sequence counts equally)
+    mask: [B, T] bool/0-1 of the response tokens that count. Computing w once on the full (mini-)batch and
+    summing (loss * w) per micro-batch reproduces the full-batch normaliser exactly.
+      token_mean (DAPO Eq. 12):           w = mask / mask.sum()           (every token counts equally)
+      seq_mean_token_mean (GRPO Eq. 3):   w = mask / len_i / n_seq        (every sequence counts equally)
       seq_mean_token_sum_norm (Dr. GRPO): w = mask / max_len / n_seq     (constant per token: no length bias)
-    len_i = kept tokens of row i; n_seq = rows with at least one kept token; max_len defaults to T.
+    len_i = kept tokens of row i; n_seq = rows with at least one kept token. max_len, needed by the Dr. GRPO
+    mode only, is a constant of the run, the generation budget (rollout.max_new_tokens): a normaliser that
+    followed the batch's padded width would change the step size from one batch to the next.
     An all-zero mask gives all-zero weights (no NaN).
     """
     if mode not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {LOSS_AGG_MODES}")
     if mask.dim() != 2:
         raise ValueError(f"mask must be [B, T], got shape {tuple(mask.shape)}")
-    if max_len is not None and max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if mode == "seq_mean_token_sum_norm" and (max_len is None or max_len < 1):
+        raise ValueError(f"seq_mean_token_sum_norm needs max_len >= 1 (the generation budget), got {max_len}")
     m = mask.to(torch.float32)
     # Clamping a denominator is enough to avoid 0/0: whenever it is 0 the numerator is 0 too.
     tiny = torch.finfo(torch.float32).tiny
@@ -118,7 +120,7 @@ def loss_token_weights(mask: Tensor, mode: str, max_len: int | None = None) -> T
     n_seq = (seq_len > 0).sum().clamp_min(1)
     if mode == "seq_mean_token_mean":
         return m / seq_len.clamp_min(tiny) / n_seq
-    return m / (mask.shape[1] if max_len is None else max_len) / n_seq
+    return m / max_len / n_seq
 
 
 def aggregate_loss(loss: Tensor, mask: Tensor, mode: str, max_len: int | None = None) -> Tensor:
