@@ -99,6 +99,9 @@ def run_rlvr(backend: str, w: Workload, out: Path) -> dict:
         f"algo.overlong.cache_len={min(2, w.max_new_tokens - 1)}",
         "algo.kl.coef=0",
         "algo.ppo_epochs=1",
+        "algo.minibatch_prompts=null",  # one optimizer step per batch, as TRL's default
+        "optim.lr=1e-3",  # TRL's side below
+        "optim.warmup_steps=5",
         "algo.num_minibatches=1",
         # one micro-batch of every sequence, padded, as TRL's (packed rows: --rlvr-overrides
         # "learner.max_tokens_per_microbatch=512 learner.pack=true")

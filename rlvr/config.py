@@ -105,7 +105,14 @@ class AlgoConfig:
     advantage: str = "grpo"  # grpo | drgrpo | batch_std
     loss_agg: str = "seq_mean_token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
     ppo_epochs: int = 1  # mu: passes over each rollout batch
-    num_minibatches: int = 1  # optimizer steps per pass
+    # Optimizer steps per pass: the batch's groups, in mini-batches of this many prompts (G answers each), one
+    # optimizer step each, like verl's ppo_mini_batch_size (DAPO: 512 prompts a step, 32 per mini-batch). From the
+    # second step on the policy has moved away from the sampler's, so the ratios leave 1 and the clip bounds act;
+    # with one step per batch every ratio is exactly 1 and eps_low/eps_high/dual_c change nothing.
+    # null: algo.num_minibatches mini-batches. A short batch (dynamic sampling out of rounds) is split into
+    # ceil(groups / minibatch_prompts) mini-batches of equal size give or take one group.
+    minibatch_prompts: int | None = None
+    num_minibatches: int = 1  # optimizer steps per pass, used when minibatch_prompts is null
     clip: ClipConfig = field(default_factory=ClipConfig)
     kl: KLConfig = field(default_factory=KLConfig)
     entropy_mask: EntropyMaskConfig = field(default_factory=EntropyMaskConfig)
@@ -406,11 +413,23 @@ def validate(cfg: RLVRConfig) -> None:
         "trainer.resume",
         f"must be 'auto', 'never' or an existing checkpoint dir, got {t.resume!r}",
     )
-    n_seq = t.prompts_per_step * a.group_size
+    # mini-batches hold whole groups: a group's advantages, and Clip-Cov's token counts, belong together
+    mb = a.minibatch_prompts
+    _require(mb is None or mb >= 1, "algo.minibatch_prompts", f"must be >= 1 or null, got {mb}")
     _require(
-        n_seq % a.num_minibatches == 0,
+        mb is None or a.num_minibatches == 1,
+        "algo.minibatch_prompts",
+        f"and algo.num_minibatches={a.num_minibatches} both set the mini-batches: set one of them",
+    )
+    _require(
+        mb is None or t.prompts_per_step % mb == 0,
+        "algo.minibatch_prompts",
+        f"must divide trainer.prompts_per_step={t.prompts_per_step}, got {mb}",
+    )
+    _require(
+        t.prompts_per_step % a.num_minibatches == 0,
         "algo.num_minibatches",
-        f"must divide trainer.prompts_per_step * algo.group_size = {n_seq}",
+        f"must divide trainer.prompts_per_step={t.prompts_per_step} (mini-batches hold whole groups)",
     )
 
     e = cfg.eval

@@ -217,6 +217,25 @@ def unpack_rows(packed: torch.Tensor, index: tuple[torch.Tensor, ...], shape: tu
     return out
 
 
+def minibatch_indices(
+    n_groups: int, group_size: int, minibatch_prompts: int | None, num_minibatches: int = 1
+) -> list[torch.Tensor]:
+    """The sequence indices [n] of each mini-batch of a batch of n_groups groups laid out group after group:
+    whole groups, in order. ceil(n_groups / minibatch_prompts) mini-batches (None: num_minibatches, at most one
+    per group), their sizes equal give or take one group. A full batch is cut into mini-batches of exactly
+    minibatch_prompts groups (validate asks that it divides trainer.prompts_per_step); a short one (dynamic
+    sampling out of rounds: 27 groups for mini-batches of 8) into as many steps as it fills, evenly (7, 7, 7, 6),
+    never into full steps and a remnant of a few groups whose one noisy step would count as much as the others."""
+    if minibatch_prompts is not None:
+        count = -(-n_groups // minibatch_prompts)
+    else:
+        count = min(num_minibatches, n_groups)
+    count = max(count, 1)
+    sizes = [n_groups // count + (i < n_groups % count) for i in range(count)]  # the larger ones first
+    starts = [sum(sizes[:i]) for i in range(count)]
+    return [torch.arange(a * group_size, (a + n) * group_size) for a, n in zip(starts, sizes)]
+
+
 class Learner:
     """Owns the policy, its optimizer and scheduler, and the reference policy (when algo.kl.coef > 0)."""
 
@@ -230,8 +249,11 @@ class Learner:
         temperature: float,
         total_steps: int,
         tis_cap: float | None = None,
+        max_new_tokens: int | None = None,
     ):
         self.accelerator = accelerator
+        # rollout.max_new_tokens: the constant normaliser of the Dr. GRPO aggregation (seq_mean_token_sum_norm)
+        self.max_new_tokens = max_new_tokens
         # rollout.tis_cap: truncated importance sampling against the sampler's logprobs (None = off)
         self.tis_cap = tis_cap
         self.algo = algo_cfg
@@ -352,22 +374,22 @@ class Learner:
         pad = batch.input_ids.shape[1] - width
         return torch.nn.functional.pad(logp, (0, pad)), torch.nn.functional.pad(entropy, (0, pad))
 
-    def _cov_selection(self, old_logp, adv, pg_mask, minibatches, seed: int | None) -> torch.Tensor:
-        """Clip-Cov / KL-Cov tokens [N, L] bool: chosen once per mini-batch, over all of its loss tokens (the
-        definitions' N), from the log-probs of the policy before the update (where every ratio is 1, so no token
-        is PPO-clipped yet); the same tokens are used in every epoch. Clip-Cov's draw comes from `seed`."""
-        c = self.algo.cov
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        selected = torch.zeros_like(pg_mask)
-        for mb in minibatches:
-            cov = algo.token_covariance(old_logp[mb], adv[mb], pg_mask[mb])
-            if c.mode == "clip_cov":
-                selected[mb] = algo.clip_cov_select(
-                    cov, pg_mask[mb], c.clip_frac, c.clip_bound_low, c.clip_bound_high, generator
-                )
-            else:
-                selected[mb] = algo.kl_cov_select(cov, pg_mask[mb], c.kl_frac)
-        return selected
+    def _cov_selection(self, batch, rows, old_logp, adv, pg_mask, current, generator) -> torch.Tensor:
+        """Clip-Cov / KL-Cov tokens [n, L] bool of one mini-batch (`rows` of the batch), chosen as verl does at
+        each optimizer step: from the covariance of the current policy's log-probs over all of the mini-batch's
+        loss tokens (the definitions' N), Clip-Cov's draw from `generator` among tokens the PPO clip does not
+        already clip. `current`: the current log-probs if known (the first step, where they are `old_logp`)."""
+        c, clip = self.algo.cov, self.algo.clip
+        if current is None:
+            current = self._no_grad_pass(self.accelerator.unwrap_model(self.model), batch, rows)[0]
+        cov = algo.token_covariance(current, adv, pg_mask)
+        if c.mode == "kl_cov":
+            return algo.kl_cov_select(cov, pg_mask, c.kl_frac)
+        _, info = algo.ppo_clip_loss(current, old_logp, adv, clip.eps_low, clip.eps_high)
+        clipped = info["clipped_low"] | info["clipped_high"]
+        return algo.clip_cov_select(
+            cov, pg_mask, c.clip_frac, c.clip_bound_low, c.clip_bound_high, generator, exclude=clipped
+        )
 
     def _policy_loss(self, logp, old, adv, cov_selected):
         """Per-token policy loss and clip info: PPO clip, or the Clip-Cov / KL-Cov variant (algo.cov.mode)."""
@@ -380,59 +402,66 @@ class Learner:
         return pg, info
 
     @torch.no_grad()
-    def _no_grad_pass(self, model: ResponseLogprobs, batch: RolloutBatch):
-        """(logp, entropy) [N, L] of the whole batch under `model` (not DDP-wrapped: no collective per forward),
-        each rank computing its share of the micro-batches. Under FSDP each forward is a collective: a rank
-        short of work runs a discarded one, so that every rank runs as many."""
-        logp = torch.zeros(batch.input_ids.shape, device=self.accelerator.device)
+    def _no_grad_pass(self, model: ResponseLogprobs, batch: RolloutBatch, rows: torch.Tensor | None = None):
+        """(logp, entropy) [n, L] of the batch's sequences `rows` (None: all) under `model` (not DDP-wrapped: no
+        collective per forward), each rank computing its share of the micro-batches. Under FSDP each forward is
+        a collective: a rank short of work runs a discarded one, so that every rank runs as many."""
+        rows = torch.arange(len(batch)) if rows is None else rows
+        logp = torch.zeros((len(rows), batch.input_ids.shape[1]), device=self.accelerator.device)
         entropy = torch.zeros_like(logp)
-        plan = self._micro_batches(batch.attention_mask.sum(-1).tolist())
+        plan = self._micro_batches(batch.attention_mask[rows].sum(-1).tolist())
         for micro in split_micro_batches(plan, dist.rank(), dist.world_size()):
             if micro is None:
                 if self.sharded:
-                    self._forward(model, batch, flat(plan[0]), [len(r) for r in plan[0]])
+                    self._forward(model, batch, rows[flat(plan[0])], [len(r) for r in plan[0]])
                 continue
-            rows = flat(micro)
-            logp[rows], entropy[rows] = self._forward(model, batch, rows, [len(r) for r in micro])
+            local = flat(micro)
+            logp[local], entropy[local] = self._forward(model, batch, rows[local], [len(r) for r in micro])
         return dist.all_reduce_sum_(logp), dist.all_reduce_sum_(entropy)
 
     def update(self, batch: RolloutBatch, seed: int | None = None) -> dict[str, float]:
-        """μ passes of num_minibatches optimizer steps over the batch. Returns learner metrics and per-token
-        tensors of the policy before the update (`entropy`, `logp`, on the learner's device). `seed` drives the
-        update's own random draws (Clip-Cov's token draw; None: torch's global RNG)."""
+        """μ passes (algo.ppo_epochs) over the batch, one optimizer step per mini-batch of whole groups
+        (`minibatch_indices`). Returns learner metrics and per-token tensors of the policy before the update
+        (`entropy`, `logp`, on the learner's device). `seed` drives the update's own random draws (Clip-Cov's
+        token draw; None: torch's global RNG)."""
         started = time.perf_counter()
         # from_pretrained returns eval mode (and the hf sampler switches the shared module to it): transformers
         # applies gradient checkpointing only in train mode
         self.model.train()
         a, device = self.algo, self.accelerator.device
+        if len(batch) % a.group_size:
+            raise ValueError(f"{len(batch)} sequences are not whole groups of algo.group_size={a.group_size}")
         resp = batch.response_mask.to(device)
         adv = batch.advantages.to(device)
+        minibatches = minibatch_indices(
+            len(batch) // a.group_size, a.group_size, a.minibatch_prompts, a.num_minibatches
+        )
+        n_updates = a.ppo_epochs * len(minibatches)
         # A pre-pass is needed when the policy moves before some tokens are seen (several updates) or when the
         # whole batch's entropies or log-probs must be known first (entropy mask, Clip-Cov/KL-Cov selection);
         # otherwise old = current, detached.
-        prepass = (
-            a.ppo_epochs > 1
-            or a.num_minibatches > 1
-            or a.entropy_mask.top_frac is not None
-            or a.cov.mode is not None
-        )
+        prepass = n_updates > 1 or a.entropy_mask.top_frac is not None or a.cov.mode is not None
         old_logp = entropy = None
         if prepass:
             old_logp, entropy = self._no_grad_pass(self.accelerator.unwrap_model(self.model), batch)
         ref_logp = self._no_grad_pass(self._reference, batch)[0] if self.reference is not None else None
         pg_mask = resp
         if a.entropy_mask.top_frac is not None:
+            # Forking tokens (Wang et al. 2025): the indicator H >= tau_rho^B over the whole rollout batch, with
+            # the entropies of the policy that sampled it (the pre-pass: pi_old, also what the rollout engine
+            # sampled from). It is the same token set in every mini-batch and epoch: a fixed property of the
+            # sampled responses, as the paper's tau^B_rho is a quantile of the batch B, not of a mini-batch
+            # under a policy that has already moved
             pg_mask = algo.top_entropy_mask(entropy, resp, a.entropy_mask.top_frac)
 
         rollout_logp = batch.rollout_logp.to(device)
         sums = dict.fromkeys(
             ("loss/policy", "kl/ref", "clip/low", "clip/high", "clip/dual", "tis/weight", "tis/capped"), 0.0
         )
-        sums["cov/kl_abs"] = 0.0
+        sums.update({"cov/kl_abs": 0.0, "cov/selected": 0.0})
         grad_norms = []
         fused_logp = torch.zeros_like(resp, dtype=torch.float32)
         fused_entropy = torch.zeros_like(fused_logp)
-        minibatches = torch.arange(len(batch)).chunk(a.num_minibatches)
         lengths = batch.attention_mask.sum(-1).tolist()
         # each mini-batch's micro-batches, as indices into the mini-batch (as the loss weights are)
         plans = [self._micro_batches([lengths[i] for i in mb.tolist()]) for mb in minibatches]
@@ -440,13 +469,21 @@ class Learner:
             lengths,
             [[mb[row].tolist() for row in micro] for mb, plan in zip(minibatches, plans) for micro in plan],
         )
-        cov_sel = self._cov_selection(old_logp, adv, pg_mask, minibatches, seed) if a.cov.mode else None
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
         world = dist.world_size()
-        for _ in range(a.ppo_epochs):
-            for mb, plan in zip(minibatches, plans):
-                # weights over the whole mini-batch: the loss normaliser counts every rank's tokens
-                w_pg = algo.loss_token_weights(pg_mask[mb], a.loss_agg)
-                w_kl = algo.loss_token_weights(resp[mb], a.loss_agg)
+        for epoch in range(a.ppo_epochs):
+            for j, (mb, plan) in enumerate(zip(minibatches, plans)):
+                # the normaliser counts every response token of the mini-batch (every rank's), also under the
+                # entropy mask: the 80/20 objective keeps DAPO's 1/sum|o_i| and puts its indicator inside the sum
+                w_kl = algo.loss_token_weights(resp[mb], a.loss_agg, self.max_new_tokens)
+                w_pg = w_kl * pg_mask[mb]
+                cov_sel = None
+                if a.cov.mode is not None:
+                    current = old_logp[mb] if epoch == 0 and j == 0 else None
+                    cov_sel = self._cov_selection(
+                        batch, mb, old_logp[mb], adv[mb], pg_mask[mb], current, generator
+                    )
+                    sums["cov/selected"] += int(cov_sel.sum())
                 mine = split_micro_batches(plan, dist.rank(), world)
                 for k, micro in enumerate(mine):
                     # gradients are reduced (and, under DeepSpeed, the optimizer steps) on each rank's last
@@ -467,7 +504,7 @@ class Learner:
                         if not prepass:
                             fused_logp[idx], fused_entropy[idx] = logp.detach(), ent
                         old = old_logp[idx] if prepass else logp.detach()
-                        sel = None if cov_sel is None else cov_sel[idx]
+                        sel = None if cov_sel is None else cov_sel[rows]
                         pg, info = self._policy_loss(logp, old, adv[idx], sel)
                         m = pg_mask[idx]
                         if "abs_kl" in info:
@@ -478,7 +515,8 @@ class Learner:
                             sums["tis/weight"] += tis[m].sum().item()
                             sums["tis/capped"] += (tis[m] == self.tis_cap).sum().item()
                         loss = (pg * w_pg[rows]).sum()
-                        sums["loss/policy"] += loss.item() / a.ppo_epochs
+                        # logged: the mean over the optimizer steps of each step's loss
+                        sums["loss/policy"] += loss.item() / n_updates
                         sums["clip/low"] += (info["clipped_low"] & m).sum().item()
                         sums["clip/high"] += (info["clipped_high"] & m).sum().item()
                         sums["clip/dual"] += (info["dual_clipped"] & m).sum().item()
@@ -486,7 +524,7 @@ class Learner:
                             kl = algo.kl_penalty(logp, ref_logp[idx], a.kl.estimator)
                             kl_loss = (kl * w_kl[rows]).sum()
                             loss = loss + a.kl.coef * kl_loss
-                            sums["kl/ref"] += kl_loss.item() / a.ppo_epochs
+                            sums["kl/ref"] += kl_loss.item() / n_updates
                         # the ranks' gradients are averaged: scaled by the world size they sum to the batch's
                         self.accelerator.backward(loss * world)
                 grad_norms.append(
@@ -500,7 +538,9 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
-        # each rank summed over its own micro-batches (and filled its own rows): the batch's totals
+        # each rank summed over its own micro-batches (and filled its own rows): the batch's totals; the selection
+        # counts are every rank's already
+        selected = sums.pop("cov/selected")
         totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
         sums = dict(zip(sums, dist.all_reduce_sum_(totals).tolist()))
         if not prepass:
@@ -518,6 +558,7 @@ class Learner:
             "lr": lr,
             "learner/pg_token_frac": int(pg_mask.sum()) / max(n_tokens, 1),
             "learner/padding_frac": padding,
+            "learner/minibatches": len(minibatches),
             "timing/learner_s": time.perf_counter() - started,
         }
         if ref_logp is not None:
@@ -525,11 +566,10 @@ class Learner:
         if self.tis_cap is not None:
             metrics["rollout/tis_weight_mean"] = sums["tis/weight"] / n_pg
             metrics["rollout/tis_clip_frac"] = sums["tis/capped"] / n_pg
-        if cov_sel is not None:
-            n_sel = int(cov_sel.sum())
-            metrics["cov/selected_frac"] = n_sel / max(int(pg_mask.sum()), 1)
+        if a.cov.mode is not None:
+            metrics["cov/selected_frac"] = selected / n_pg
             if a.cov.mode == "kl_cov":
-                metrics["cov/kl_abs_mean"] = sums["cov/kl_abs"] / max(n_sel * a.ppo_epochs, 1)
+                metrics["cov/kl_abs_mean"] = sums["cov/kl_abs"] / max(selected, 1)
         metrics["throughput/learner_tokens_per_s"] = (
             int(batch.attention_mask.sum()) * a.ppo_epochs / metrics["timing/learner_s"]
         )

@@ -181,6 +181,7 @@ class Trainer:
             cfg.rollout.temperature,
             cfg.trainer.total_steps,
             tis_cap=cfg.rollout.tis_cap,
+            max_new_tokens=cfg.rollout.max_new_tokens,
         )
         log.info(
             "learner: %d process(es), %s, %s",
@@ -202,14 +203,35 @@ class Trainer:
         patience = cfg.algo.kl.reset_on_plateau
         self.plateau = PlateauDetector(patience) if patience else None
         self.last_reset_step: int | None = None
-        if cfg.algo.cov.mode == "kl_cov" and cfg.algo.ppo_epochs == 1 and cfg.algo.num_minibatches == 1:
-            log.warning(
-                "algo.cov.mode=kl_cov with one optimizer step per batch: the policy equals the rollout policy "
-                "during that step, so the KL-Cov penalty and its gradient are 0; set algo.num_minibatches > 1"
-            )
+        self._warn_inert_clip()
         if prep.resume_from:
             self._restore(prep.resume_from)
         self.logger = self._make_logger()
+
+    def _warn_inert_clip(self) -> None:
+        """With one optimizer step per batch the policy is the sampler's during that step: every ratio is 1, so
+        the clip bounds, the dual clip and KL-Cov's penalty never act (the issue the presets' mini-batches fix)."""
+        a, t = self.cfg.algo, self.cfg.trainer
+        steps = a.ppo_epochs * (
+            t.prompts_per_step // a.minibatch_prompts if a.minibatch_prompts else a.num_minibatches
+        )
+        if steps > 1:
+            return
+        inert = [
+            key
+            for key, on in (
+                ("algo.clip.eps_high", a.clip.eps_high != a.clip.eps_low),
+                ("algo.clip.dual_c", a.clip.dual_c is not None),
+                ("algo.cov.mode=kl_cov", a.cov.mode == "kl_cov"),
+            )
+            if on
+        ]
+        if inert:
+            log.warning(
+                "one optimizer step per batch: every importance ratio is exactly 1 during it, so %s change "
+                "nothing; set algo.minibatch_prompts below trainer.prompts_per_step for several steps",
+                ", ".join(inert),
+            )
 
     # ---- the loop -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -454,8 +476,15 @@ class Trainer:
         self.collapse.load_state_dict(state.get("collapse_monitor", {}))
         if self.plateau is not None:  # a run that turns reset_on_plateau on at a restart starts counting then
             self.plateau.load_state_dict(state.get("plateau") or {})
-        if (path / "reference").is_dir() and self.learner.reference is not None:
-            ref = AutoModelForCausalLM.from_pretrained(path / "reference", dtype=torch.float32)
+        if self.learner.reference is not None:
+            # the reference is the base model until a reset, the latest reset's policy after one (saved with
+            # every checkpoint from then on); the learner copied it from the resumed policy, which is neither
+            source = path / "reference" if self.resets > 0 else self.cfg.model.path
+            if self.resets > 0 and not (path / "reference").is_dir():
+                raise FileNotFoundError(
+                    f"{path} records {self.resets} reference reset(s) but holds no reference/ directory"
+                )
+            ref = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
             checkpoint.load_full_state(self.learner.reference, ref.state_dict())
         log.info("resumed from %s at step %d", path, self.step)
 

@@ -74,9 +74,21 @@ def test_prorl_preset():
     assert a.kl.reset_optimizer is True
 
 
-@pytest.mark.parametrize("algo", ["grpo", "dapo", "prorl", "forking_tokens"])
+PRESETS = ["grpo", "dapo", "prorl", "forking_tokens", "clip_cov", "kl_cov"]
+
+
+@pytest.mark.parametrize("algo", PRESETS)
 def test_every_algo_preset_validates_on_quickstart(algo):
     validate(_compose(f"algo={algo}"))
+
+
+@pytest.mark.parametrize("algo", PRESETS)
+def test_every_algo_preset_updates_in_mini_batches(algo):
+    """One optimizer step per batch leaves every ratio at 1, where no clip bound acts: the quickstart makes 4
+    optimizer steps of 8 prompts a batch with any preset (the presets' own, paper-sized mini-batches are checked
+    against docs/ALGORITHMS.md in tests/test_algorithms_doc.py)."""
+    c = _compose(f"algo={algo}")
+    assert c.trainer.prompts_per_step // c.algo.minibatch_prompts == 4
 
 
 def test_qwen_math_dapo_experiment(tmp_path, monkeypatch):
@@ -115,6 +127,9 @@ def _all(*changes):
     return apply
 
 
+# the quickstart sets algo.minibatch_prompts; algo.num_minibatches is the other way to set the mini-batches
+_NO_MB = _set("algo.minibatch_prompts", None)
+
 # algo.kl.reset_on_plateau resets the KL reference when eval/pass@1 stalls: it needs both
 _KL, _EVAL = _set("algo.kl.coef", 0.001), _set("eval.every", 5)
 
@@ -133,7 +148,10 @@ REJECTED = [
     ("rollout.tis_cap", _set("rollout.tis_cap", 0.5)),
     ("algo.loss_agg", _set("algo.loss_agg", "seq_sum")),
     ("algo.kl.estimator", _set("algo.kl.estimator", "k4")),
-    ("algo.num_minibatches", _set("algo.num_minibatches", 3)),  # 32 prompts * 8 = 256 sequences
+    ("algo.num_minibatches", _all(_NO_MB, _set("algo.num_minibatches", 3))),  # 32 prompts: not whole groups
+    ("algo.minibatch_prompts", _set("algo.minibatch_prompts", 0)),
+    ("algo.minibatch_prompts", _set("algo.minibatch_prompts", 5)),  # does not divide 32 prompts
+    ("algo.minibatch_prompts", _set("algo.num_minibatches", 2)),  # both set the mini-batches
     ("eval.n", _set("eval.n", 3)),  # eval.k = [1, 4]
     ("algo.kl.reset_on_plateau", _all(_KL, _EVAL, _set("algo.kl.reset_on_plateau", 0))),
     ("algo.kl.reset_on_plateau", _all(_EVAL, _set("algo.kl.reset_on_plateau", 2))),  # coef 0: no reference
@@ -163,7 +181,8 @@ ACCEPTED = [  # the boundary values just inside each rule above
     _set("algo.entropy_mask.top_frac", 1.0),
     _set("rollout.backend", "hf"),
     _set("rollout.tis_cap", 1.0),
-    _set("algo.num_minibatches", 4),
+    _all(_NO_MB, _set("algo.num_minibatches", 4)),
+    _set("algo.minibatch_prompts", 32),
     _set("eval.n", 4),
     _all(_KL, _EVAL, _set("algo.kl.reset_on_plateau", 1)),
     _existing_model,

@@ -47,7 +47,8 @@ def test_kl_cov_preset_has_the_paper_defaults():
     assert a.name == "kl_cov" and a.cov.mode == "kl_cov"
     assert (a.cov.kl_frac, a.cov.kl_coef) == (2e-3, 1.0)
     assert a.loss_agg == "token_mean" and a.kl.coef == 0.0
-    assert a.num_minibatches > 1  # the penalty needs a policy that has moved from the rollout policy
+    # the penalty needs a policy that has moved from the rollout policy: several optimizer steps a batch
+    assert a.minibatch_prompts == 8 and _compose("algo=kl_cov").trainer.prompts_per_step == 32
 
 
 @pytest.mark.parametrize("preset", ["clip_cov", "kl_cov"])

@@ -39,6 +39,8 @@ def test_train_resume_report(tiny_cache, tmp_path):
     for d in lines[1:]:
         assert set(d) >= CONTRACT_STEP_KEYS, CONTRACT_STEP_KEYS - set(d)
         assert sum(d["entropy/hist"]) > 0
+    # the quickstart's 4 optimizer steps a batch move the policy off the sampler's: the clip acts
+    assert sum(d["clip/low_frac"] + d["clip/high_frac"] > 0 for d in lines[1:]) >= 2
     assert "eval/pass@1" in lines[2] and "eval/pass@1" in lines[3]  # every 2 steps and at the end
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_000003"
     assert (out / "config.yaml").exists() and (out / "samples" / "step_000002.jsonl").exists()
@@ -130,7 +132,12 @@ def test_sweep_2x2_and_its_report(tiny_cache, tmp_path):
         "rollout.backend=hf",
         "trainer.total_steps=2",
     ]
-    cmd += ["eval.every=0", "trainer.prompts_per_step=8", "trainer.progress_bar=false"]
+    cmd += [
+        "eval.every=0",
+        "trainer.prompts_per_step=8",
+        "algo.minibatch_prompts=2",
+        "trainer.progress_bar=false",
+    ]
     cmd += ["algo.clip.eps_high=0.2,0.28", "algo.kl.coef=0,0.001", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -149,6 +156,11 @@ def test_sweep_2x2_and_its_report(tiny_cache, tmp_path):
         assert cfg.trainer.output_dir == str(run)
         seen.add((cfg.algo.clip.eps_high, cfg.algo.kl.coef))
     assert seen == {(0.2, 0.0), (0.2, 0.001), (0.28, 0.0), (0.28, 0.001)}
+    # eps_high acts (4 optimizer steps a batch): step 1's entropy is the shared starting policy's, step 2's that of
+    # policies updated under 0.2 and under 0.28 (with one step a batch they were the same run)
+    low, high = (metrics_lines(runs[i]) for i in (0, 2))
+    assert low[0]["entropy/mean"] == high[0]["entropy/mean"]
+    assert low[1]["entropy/mean"] != high[1]["entropy/mean"]
     assert (sweep / "multirun.yaml").exists()
 
     report = subprocess.run(

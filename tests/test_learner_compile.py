@@ -14,7 +14,7 @@ from rlvr.learner import Learner
 
 def _learner(model):
     # a large Adam eps makes the first step proportional to the gradient, so equal weights mean equal grads
-    algo = AlgoConfig(loss_agg="token_mean", kl=KLConfig(coef=0.1))
+    algo = AlgoConfig(loss_agg="token_mean", group_size=2, kl=KLConfig(coef=0.1))
     optim = OptimConfig(lr=1e-2, max_grad_norm=1e9, eps=1.0)
     return Learner(model, Accelerator(cpu=True), algo, optim, LearnerConfig(micro_batch_size=8), 1.0, 10)
 

@@ -13,7 +13,7 @@ from rlvr.learner import Learner, response_logp_entropy
 
 
 def _learner(model, cov: CovConfig, **algo_overrides):
-    algo_cfg = AlgoConfig(loss_agg="token_mean", cov=cov, **algo_overrides)
+    algo_cfg = AlgoConfig(**{"loss_agg": "token_mean", "group_size": 4, "cov": cov, **algo_overrides})
     optim = OptimConfig(
         lr=1e-2, max_grad_norm=1e9, eps=1.0
     )  # eps 1: the step is proportional to the gradient

@@ -186,7 +186,7 @@ def test_no_attention_across_packed_sequences(model):
 
 
 def _learner(model, learner_cfg: LearnerConfig, **algo_overrides) -> Learner:
-    algo_cfg = AlgoConfig(loss_agg="token_mean", **algo_overrides)
+    algo_cfg = AlgoConfig(**{"loss_agg": "token_mean", "group_size": 2, **algo_overrides})
     # a large Adam eps makes the first step proportional to the gradient (see test_learner's micro-batch test)
     optim = OptimConfig(lr=1e-2, max_grad_norm=1e9, eps=1.0)
     return Learner(model, Accelerator(cpu=True), algo_cfg, optim, learner_cfg, 1.0, 10)

@@ -9,10 +9,11 @@ import pytest
 from helpers import RLVR_TRAIN, metrics_lines, run_train, train_cmd, train_env
 from safetensors.torch import load_file
 
-# a reference reset at step 2 happens before the restart at step 3, so the restored reference must be the reset one
+# KL to a reference reset every 3 steps, checkpoints every 2: the restart at step 2 comes before any reset (the
+# reference must be the base model again, not the resumed policy), the one at step 4 after the reset at 3 (it must
+# be that reset's policy). The quickstart updates in 4 mini-batches a step, with dynamic sampling.
+KL = ["algo.kl.coef=0.05", "algo.kl.reset_every=3"]
 COMMON = [
-    "algo.kl.coef=0.05",
-    "algo.kl.reset_every=2",
     "eval.every=0",
     "trainer.progress_bar=false",
     "trainer.samples_every=0",
@@ -28,26 +29,58 @@ def _stable(line):
     return {k: v for k, v in line.items() if not k.startswith(VOLATILE)}
 
 
-@pytest.mark.parametrize("backend", ["hf", "vllm"])
-def test_resume_is_exact(tiny_cache, tmp_path, backend):
+def _straight_and_interrupted(cache, tmp_path, overrides, total, every):
+    """The same run straight to `total` steps, and stopped and restarted at every checkpoint (`every` steps);
+    returns both run dirs, after checking that the interrupted one logged every step once and resumed each time."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(tiny_cache, straight, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3")
-    _run(tiny_cache, resumed, f"rollout.backend={backend}", "trainer.total_steps=3", "trainer.save_every=3")
-    proc = _run(
-        tiny_cache, resumed, f"rollout.backend={backend}", "trainer.total_steps=6", "trainer.save_every=3"
-    )
-    assert "resumed from" in proc.stderr + proc.stdout
+    _run(cache, straight, *overrides, f"trainer.total_steps={total}", f"trainer.save_every={every}")
+    for stop in range(every, total + 1, every):
+        proc = _run(cache, resumed, *overrides, f"trainer.total_steps={stop}", f"trainer.save_every={every}")
+        assert (stop > every) == ("resumed from" in proc.stderr + proc.stdout)
+    assert [d["step"] for d in metrics_lines(resumed)] == list(range(1, total + 1))
+    return straight, resumed
 
-    a, b = metrics_lines(straight), metrics_lines(resumed)
-    assert [d["step"] for d in b] == [1, 2, 3, 4, 5, 6]
-    assert [d["ref/resets"] for d in b] == [0, 1, 1, 2, 2, 3]
-    assert [_stable(d) for d in a[3:]] == [_stable(d) for d in b[3:]]
 
-    wa = load_file(straight / "checkpoints" / "step_000006" / "policy" / "model.safetensors")
-    wb = load_file(resumed / "checkpoints" / "step_000006" / "policy" / "model.safetensors")
+def _assert_identical(straight, resumed, step):
+    """Every metric (timings aside) of every step, and the final weights within 1e-6 of their largest element."""
+    assert [_stable(d) for d in metrics_lines(straight)] == [_stable(d) for d in metrics_lines(resumed)]
+    wa = load_file(straight / "checkpoints" / f"step_{step:06d}" / "policy" / "model.safetensors")
+    wb = load_file(resumed / "checkpoints" / f"step_{step:06d}" / "policy" / "model.safetensors")
     for name in wa:
         scale = wa[name].abs().max().clamp(min=1e-12)
         assert ((wa[name] - wb[name]).abs().max() / scale) < 1e-6, name
+
+
+# the hf run also restricts the policy gradient to forking tokens and leaves dynamic sampling no refill round, so
+# that batches come out short (fewer groups, fewer mini-batches)
+SHORT_AND_MASKED = ["algo.entropy_mask.top_frac=0.2", "algo.dynamic_sampling.max_rounds=0"]
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_resume_is_exact(tiny_cache, tmp_path, backend):
+    """Straight vs restarted at steps 2 (no reset yet) and 4 (after the reset at 3): identical. The matrix's KL
+    cases on both backends; on hf also the entropy mask, short batches and their mini-batches."""
+    extra = SHORT_AND_MASKED if backend == "hf" else []
+    overrides = [f"rollout.backend={backend}", *KL, *extra]
+    straight, resumed = _straight_and_interrupted(tiny_cache, tmp_path, overrides, total=6, every=2)
+    lines = metrics_lines(resumed)
+    assert [d["ref/resets"] for d in lines] == [0, 0, 1, 1, 1, 2]
+    assert all(d["kl/ref"] > 0 for d in lines[1:])  # the policy has left the base model from step 2 on
+    if backend == "hf":
+        assert any(d["groups/kept"] < 32 for d in lines)  # a short batch ...
+        assert any(0 < d["learner/minibatches"] < 4 for d in lines)  # ... split into fewer mini-batches
+        assert all(0 < d["learner/pg_token_frac"] < 0.5 for d in lines if d["groups/kept"])
+    _assert_identical(straight, resumed, 6)
+
+
+@pytest.mark.parametrize("preset", ["clip_cov", "kl_cov"])
+def test_resume_is_exact_with_covariance_control(tiny_cache, tmp_path, preset):
+    """Clip-Cov's random draw and KL-Cov's selection, per optimizer step under the current policy, come out the
+    same after a restart (hf backend)."""
+    overrides = ["rollout.backend=hf", f"algo={preset}"]
+    straight, resumed = _straight_and_interrupted(tiny_cache, tmp_path, overrides, total=4, every=2)
+    assert all(d["cov/selected_frac"] > 0 for d in metrics_lines(resumed) if d["groups/kept"])
+    _assert_identical(straight, resumed, 4)
 
 
 def _partial_checkpoint(ckpts: Path) -> bool:
@@ -69,7 +102,9 @@ def _wait_for(predicate, timeout_s, proc):
 
 def test_sigterm_saves_the_finished_step_and_exits_0(tiny_cache, tmp_path):
     out = tmp_path / "term"
-    cmd = train_cmd(out, *COMMON, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=0")
+    cmd = train_cmd(
+        out, *COMMON, *KL, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=0"
+    )
     with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe nobody reads while it runs
         proc = subprocess.Popen(cmd, env=train_env(tiny_cache), stdout=subprocess.DEVNULL, stderr=err)
         metrics = out / "metrics.jsonl"
@@ -87,7 +122,9 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(tiny_c
     ckpts = out / "checkpoints"
     for _attempt in range(5):  # the write takes milliseconds: retry if the kill lands outside it
         proc = subprocess.Popen(
-            train_cmd(out, *COMMON, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=1"),
+            train_cmd(
+                out, *COMMON, *KL, "rollout.backend=hf", "trainer.total_steps=1000", "trainer.save_every=1"
+            ),
             env=train_env(tiny_cache),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -108,6 +145,7 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(tiny_c
     proc = _run(
         tiny_cache,
         out,
+        *KL,
         "rollout.backend=hf",
         f"trainer.total_steps={int(complete.removeprefix('step_')) + 1}",
     )
@@ -116,7 +154,7 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(tiny_c
 
 def test_sigterm_in_a_sweep_saves_the_job_and_ends_the_sweep(tiny_cache, tmp_path):
     sweep = tmp_path / "sweep"
-    cmd = [str(RLVR_TRAIN), "-m", "experiment=quickstart", "rollout.backend=hf", *COMMON]
+    cmd = [str(RLVR_TRAIN), "-m", "experiment=quickstart", "rollout.backend=hf", *COMMON, *KL]
     cmd += [
         "trainer.total_steps=1000",
         "trainer.save_every=0",

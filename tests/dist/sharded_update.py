@@ -35,6 +35,7 @@ def settings() -> tuple[AlgoConfig, OptimConfig]:
     runs, on the policy and on the reference); also benchmarks/gpu_fsdp2_check.py's."""
     algo = AlgoConfig(
         loss_agg="token_mean",
+        group_size=7,  # the batches of 14 rows: 2 groups, one per mini-batch
         num_minibatches=2,
         kl=KLConfig(coef=0.1, reset_optimizer=True),
         entropy_mask=EntropyMaskConfig(top_frac=0.5),

@@ -30,6 +30,7 @@ def main(out: str, loss_agg: str, pack: bool) -> None:
     # every normaliser and every whole-batch selection must come out as in one process
     algo = AlgoConfig(
         loss_agg=loss_agg,
+        group_size=7,  # the batch of 14 rows: 2 groups, one per mini-batch
         num_minibatches=2,
         kl=KLConfig(coef=0.1),
         entropy_mask=EntropyMaskConfig(top_frac=0.5),
@@ -37,7 +38,7 @@ def main(out: str, loss_agg: str, pack: bool) -> None:
     # Adam's eps=1 makes the step proportional to the gradient (see tests/test_learner.py)
     optim = OptimConfig(lr=1e-2, eps=1.0, max_grad_norm=1e9)
     learner_cfg = LearnerConfig(micro_batch_size=2, max_tokens_per_microbatch=24 if pack else None, pack=pack)
-    learner = Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10)
+    learner = Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10, max_new_tokens=8)
     batch = rollout_batch(tokenizer, n=14, seed=1)
     metrics, before = learner.update(batch, seed=0)
     if dist.is_main():
