@@ -20,6 +20,18 @@ def test_k1_k2_k3_hand_values():
     assert_close(kl_penalty(LOGP, REF), kl_penalty(LOGP, REF, "k3"))  # k3 is the default
 
 
+def test_k3_keeps_its_digits_near_the_reference():
+    # a policy close to its reference: d = 1e-4 .. 1e-2, k3 = d^2/2 + d^3/6 + ... = 5e-9 .. 5e-5. In float32,
+    # exp(d) - d - 1 carries ~6e-8 of rounding from exp(d) near 1 (relative error 10 at d = 1e-4); expm1(d) - d is
+    # within 1e-3 of the float64 value
+    d = torch.logspace(-4, -2, 9, dtype=torch.float64).view(1, -1)
+    exact = kl_penalty(torch.zeros_like(d), d, "k3")
+    got = kl_penalty(torch.zeros_like(d, dtype=torch.float32), d.float(), "k3").double()
+    assert ((got - exact).abs() / exact).max() < 1e-3
+    naive = (d.float().exp() - d.float() - 1).double()
+    assert ((naive - exact).abs() / exact).max() > 1e-2  # what the old formula lost
+
+
 def test_k3_is_non_negative_zero_at_equality_and_clamped():
     d = torch.linspace(-30.0, 30.0, 121).view(1, -1)
     k3 = kl_penalty(torch.zeros_like(d), d, "k3")

@@ -58,7 +58,10 @@ def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
     one, two = (torch.load(tmp_path / f, weights_only=False) for f in ("one.pt", "two.pt"))
     assert (one["world"], two["world"]) == (1, 2)
     for key in ("loss/policy", "kl/ref", "grad/norm", "learner/pg_token_frac", "learner/padding_frac"):
-        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-5), key
+        # kl/ref (~6e-5) is a second-order quantity: with d = ref_logp - logp ~ 1e-2 and float32 log-probs of ~-5
+        # (ulp 5e-7), k3 ~ d^2/2 carries ~1e-4 relative rounding: measured 3.8e-6 apart on an AMD EPYC
+        rel = 1e-4 if key == "kl/ref" else 1e-5
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=rel), key
     assert_close_state(one["state"], two["state"], rel=1e-5)
     for key, value in one["entropy"].items():  # quantiles, mean, histogram over all ranks' tokens
         assert two["entropy"][key] == pytest.approx(value, rel=1e-6), key

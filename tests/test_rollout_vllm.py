@@ -8,6 +8,7 @@ and its distributions are peaked like a real policy's rather than uniform.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 
 import pytest
@@ -19,7 +20,13 @@ from rlvr.data import synthetic
 from rlvr.learner import response_logp_entropy
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.hf import filter_logits
-from rlvr.rollout.vllm_engine import GROUP_STRIDE, VLLMRolloutEngine, prompt_seed
+from rlvr.rollout.vllm_engine import (
+    GROUP_STRIDE,
+    RELOAD_LOGGER,
+    VLLMRolloutEngine,
+    prompt_seed,
+    quiet_weight_reload,
+)
 from rlvr.tiny_model import build_model
 
 PROBLEMS = [(12, 34), (5, 7), (99, 1), (40, 40), (3, 58), (71, 26)]
@@ -210,6 +217,30 @@ def _engine_greedy(engine, prompts, max_new_tokens) -> list[list[int]]:
     return [group[0].token_ids for group in out]
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_reload_filter_drops_only_the_rotary_cache_warning():
+    quiet_weight_reload()
+    quiet_weight_reload()  # once only
+    logger = logging.getLogger(RELOAD_LOGGER)
+    assert len(logger.filters) == 1
+
+    def record(layer):
+        return logging.LogRecord(
+            RELOAD_LOGGER, logging.WARNING, "x", 1, "%s: Failed to load weights", (layer,), None
+        )
+
+    assert not logger.filters[0].filter(record("RotaryEmbedding"))
+    assert logger.filters[0].filter(record("QKVParallelLinear"))  # a real failure still shows
+
+
 def test_sync_weights_makes_engine_generate_from_learner(engine, policy, tokenizer):
     prompts = _prompts(tokenizer, PROBLEMS + [(0, 0), (88, 9)])
     updated = copy.deepcopy(policy).train()
@@ -226,8 +257,18 @@ def test_sync_weights_makes_engine_generate_from_learner(engine, policy, tokeniz
     assert old_greedy != new_greedy
     assert _engine_greedy(engine, prompts, 12) == old_greedy
 
-    engine.sync_weights(updated)
+    seen = _Records()
+    reload_logger = logging.getLogger(RELOAD_LOGGER)
+    reload_logger.addHandler(seen)
+    try:
+        engine.sync_weights(updated)
+    finally:
+        reload_logger.removeHandler(seen)
     assert _engine_greedy(engine, prompts, 12) == new_greedy  # same prompts: no stale prefix-cache KV
+    # the console stays quiet: no warning about the rotary cache (computed, not a weight) at every sync
+    assert not [r for r in seen.records if r.levelno >= logging.WARNING], [
+        r.getMessage() for r in seen.records
+    ]
 
     engine.sync_weights(policy)  # back to the weights the other tests expect
     assert _engine_greedy(engine, prompts, 12) == old_greedy

@@ -60,7 +60,10 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer, c
     # the update: the same numbers, and (gathered from the shards, saved as the trainer saves) the same weights
     assert (two["world"], two["sharding"], two["reference_sharded"]) == (2, sharding, True)
     for key in ("loss/policy", "kl/ref", "grad/norm", "learner/pg_token_frac"):
-        assert two["metrics"][key] == pytest.approx(metrics[key], rel=1e-5), key
+        # kl/ref (~6e-5) is a second-order quantity: with d = ref_logp - logp ~ 1e-2 and float32 log-probs of ~-5
+        # (ulp 5e-7), k3 ~ d^2/2 carries ~1e-4 relative rounding: measured 3.8e-6 apart on an AMD EPYC
+        rel = 1e-4 if key == "kl/ref" else 1e-5
+        assert two["metrics"][key] == pytest.approx(metrics[key], rel=rel), key
     files = [load_file(d / "policy" / "model.safetensors") for d in (saved, sharded)]
     assert_close_state(*files, rel=1e-5)  # same names too: the tied lm_head written once, as by 1 process
     streamed = two["streamed"]  # what weight sync hands vLLM: every tensor gathered in full, tied lm_head too

@@ -33,6 +33,26 @@ from rlvr.rollout.base import Completion, SamplingParams
 
 log = logging.getLogger(__name__)
 
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+"""vLLM's in-place weight reload logs here."""
+
+
+class _ComputedBufferReloadFilter(logging.Filter):
+    """Drops vLLM's "RotaryEmbedding: Failed to load weights" warning, logged at every in-place weight reload: the
+    rotary layer holds only its cos/sin cache, computed from the config and never part of a checkpoint, which vLLM
+    then puts back as it was (what it should do). The same warning for any other layer still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "%s: Failed to load weights" and record.args == ("RotaryEmbedding",))
+
+
+def quiet_weight_reload() -> None:
+    """Install the filter once on vLLM's reload logger (idempotent)."""
+    logger = logging.getLogger(RELOAD_LOGGER)
+    if not any(isinstance(f, _ComputedBufferReloadFilter) for f in logger.filters):
+        logger.addFilter(_ComputedBufferReloadFilter())
+
+
 GROUP_STRIDE = 1 << 16  # most samples per prompt; sample i of a prompt uses (prompt seed + i)
 CPU_KV_CACHE_MAX_BYTES = 1 << 30
 CPU_KV_CACHE_SEQS = 256  # sequences of max_model_len the CPU KV cache is sized for (at most the cap above)
@@ -169,6 +189,7 @@ class VLLMRolloutEngine:
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        quiet_weight_reload()
         self.tokenizer = tokenizer
         self.on_cpu = current_platform.is_cpu()
         self.sleep_enabled = cfg.enable_sleep_mode and not self.on_cpu
