@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -232,8 +233,8 @@ def minibatch_indices(
         count = min(num_minibatches, n_groups)
     count = max(count, 1)
     sizes = [n_groups // count + (i < n_groups % count) for i in range(count)]  # the larger ones first
-    starts = [sum(sizes[:i]) for i in range(count)]
-    return [torch.arange(a * group_size, (a + n) * group_size) for a, n in zip(starts, sizes)]
+    ends = list(itertools.accumulate(sizes))
+    return [torch.arange((end - n) * group_size, end * group_size) for n, end in zip(sizes, ends)]
 
 
 class Learner:
@@ -469,13 +470,14 @@ class Learner:
             lengths,
             [[mb[row].tolist() for row in micro] for mb, plan in zip(minibatches, plans) for micro in plan],
         )
+        # per mini-batch, the same in every epoch: the normaliser counts every response token of the mini-batch
+        # (every rank's), also under the entropy mask: the 80/20 objective keeps DAPO's 1/sum|o_i| and puts its
+        # indicator inside the sum
+        weights = [algo.loss_token_weights(resp[mb], a.loss_agg, self.max_new_tokens) for mb in minibatches]
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         world = dist.world_size()
         for epoch in range(a.ppo_epochs):
-            for j, (mb, plan) in enumerate(zip(minibatches, plans)):
-                # the normaliser counts every response token of the mini-batch (every rank's), also under the
-                # entropy mask: the 80/20 objective keeps DAPO's 1/sum|o_i| and puts its indicator inside the sum
-                w_kl = algo.loss_token_weights(resp[mb], a.loss_agg, self.max_new_tokens)
+            for j, (mb, plan, w_kl) in enumerate(zip(minibatches, plans, weights)):
                 w_pg = w_kl * pg_mask[mb]
                 cov_sel = None
                 if a.cov.mode is not None:

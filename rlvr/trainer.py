@@ -23,7 +23,7 @@ from rlvr import distributed as dist
 from rlvr.config import RLVRConfig, validate
 from rlvr.data.prompts import Problem, PromptSampler, encode_prompts, load_problems
 from rlvr.evaluate import evaluate_pass_at_k
-from rlvr.learner import Learner
+from rlvr.learner import Learner, minibatch_indices
 from rlvr.metrics import (
     CollapseMonitor,
     ConsoleSink,
@@ -212,10 +212,8 @@ class Trainer:
         """With one optimizer step per batch the policy is the sampler's during that step: every ratio is 1, so
         the clip bounds, the dual clip and KL-Cov's penalty never act (the issue the presets' mini-batches fix)."""
         a, t = self.cfg.algo, self.cfg.trainer
-        steps = a.ppo_epochs * (
-            t.prompts_per_step // a.minibatch_prompts if a.minibatch_prompts else a.num_minibatches
-        )
-        if steps > 1:
+        full_batch = minibatch_indices(t.prompts_per_step, 1, a.minibatch_prompts, a.num_minibatches)
+        if a.ppo_epochs * len(full_batch) > 1:
             return
         inert = [
             key

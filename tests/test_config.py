@@ -85,10 +85,43 @@ def test_every_algo_preset_validates_on_quickstart(algo):
 @pytest.mark.parametrize("algo", PRESETS)
 def test_every_algo_preset_updates_in_mini_batches(algo):
     """One optimizer step per batch leaves every ratio at 1, where no clip bound acts: the quickstart makes 4
-    optimizer steps of 8 prompts a batch with any preset (the presets' own, paper-sized mini-batches are checked
-    against docs/ALGORITHMS.md in tests/test_algorithms_doc.py)."""
+    optimizer steps of 8 prompts a batch with any preset."""
     c = _compose(f"algo={algo}")
     assert c.trainer.prompts_per_step // c.algo.minibatch_prompts == 4
+
+
+# each preset's own update structure and clip, as its paper (docs/ALGORITHMS.md): (G, prompts per mini-batch,
+# eps_low, eps_high, dynamic sampling). GRPO's mini-batches depart from DeepSeekMath's one update per batch.
+PAPER = {
+    "grpo": (8, 32, 0.2, 0.2, False),
+    "dapo": (16, 32, 0.2, 0.28, True),
+    "forking_tokens": (16, 32, 0.2, 0.28, True),
+    "prorl": (16, 64, 0.2, 0.4, True),
+    "clip_cov": (8, 32, 0.2, 0.2, True),
+    "kl_cov": (8, 32, 0.2, 0.2, True),
+}
+
+
+@pytest.mark.parametrize("algo", PRESETS)
+def test_presets_carry_their_papers_update_structure(algo, tmp_path, monkeypatch):
+    # under an experiment that keeps the preset's G and mini-batch (128 prompts a step)
+    (tmp_path / "Qwen2.5-Math-1.5B").mkdir()
+    monkeypatch.setenv("RLVR_MODEL_DIR", str(tmp_path))
+    c = _compose("experiment=qwen_math_dapo", f"algo={algo}")
+    a = c.algo
+    got = (a.minibatch_prompts, a.clip.eps_low, a.clip.eps_high, a.dynamic_sampling.enabled)
+    assert got == PAPER[algo][1:]
+    validate(c)
+    assert _preset_value(algo, "group_size") == PAPER[algo][0]  # the experiment sets its own G
+
+
+def _preset_value(name: str, key: str):
+    """`key` of configs/algo/NAME.yaml, or of the preset it inherits from."""
+    node = OmegaConf.load(f"{CONFIG_DIR}/algo/{name}.yaml")
+    if key in node:
+        return node[key]
+    (parent,) = [d for d in node.get("defaults", []) if d != "_self_"]
+    return _preset_value(parent, key)
 
 
 def test_qwen_math_dapo_experiment(tmp_path, monkeypatch):
