@@ -18,6 +18,7 @@ import os
 import random
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,21 @@ from rlvr import distributed as dist
 from rlvr import zero3
 
 LATEST = "latest"
+
+
+@contextmanager
+def _no_transformers_bars():
+    """Without transformers' progress bars: save_pretrained draws a "Writing model shards" bar for every
+    checkpoint, which would break the trainer's one-line progress bar at every save."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def step_name(step: int) -> str:
@@ -90,12 +106,13 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     # copies of the dicts: save_pretrained empties the state dict it is given
-    policy.save_pretrained(tmp / "policy", state_dict=_copy(policy_state), safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "policy")
-    if reference is not None:
-        reference.save_pretrained(
-            tmp / "reference", state_dict=_copy(reference_state), safe_serialization=True
-        )
+    with _no_transformers_bars():
+        policy.save_pretrained(tmp / "policy", state_dict=_copy(policy_state), safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "policy")
+        if reference is not None:
+            reference.save_pretrained(
+                tmp / "reference", state_dict=_copy(reference_state), safe_serialization=True
+            )
     torch.save(state, tmp / "state.pt")
     _fsync_tree(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it

@@ -1,5 +1,6 @@
 import os
 
+import margins
 import pytest
 import torch
 
@@ -63,5 +64,18 @@ class _NoSkippedVLLMTests:
 
 
 def pytest_configure(config):
+    margins.install()
     if os.environ.get("CI", "").lower() not in ("", "0", "false"):
         config.pluginmanager.register(_NoSkippedVLLMTests(), "rlvr-no-skipped-vllm-tests")
+
+
+# ---- float comparisons report their margin (tests/margins.py) --------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    margins.set_current_test(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    margins.report(terminalreporter.write_line)

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from margins import within
 from torch.testing import assert_close
 
 from rlvr.algo import kl_penalty
@@ -22,14 +23,16 @@ def test_k1_k2_k3_hand_values():
 
 def test_k3_keeps_its_digits_near_the_reference():
     # a policy close to its reference: d = 1e-4 .. 1e-2, k3 = d^2/2 + d^3/6 + ... = 5e-9 .. 5e-5. In float32,
-    # exp(d) - d - 1 carries ~6e-8 of rounding from exp(d) near 1 (relative error 10 at d = 1e-4); expm1(d) - d is
-    # within 1e-3 of the float64 value
+    # exp(d) - d - 1 carries the rounding of exp(d) near 1, ~eps (relative error 10 at d = 1e-4); expm1(d) - d
+    # carries that of expm1(d) ~ d, ~eps * d: measured at most 0.39 eps * d (AMD EPYC), bound 4 eps * d
     d = torch.logspace(-4, -2, 9, dtype=torch.float64).view(1, -1)
+    eps_d = torch.finfo(torch.float32).eps * d
     exact = kl_penalty(torch.zeros_like(d), d, "k3")
     got = kl_penalty(torch.zeros_like(d, dtype=torch.float32), d.float(), "k3").double()
-    assert ((got - exact).abs() / exact).max() < 1e-3
+    within(((got - exact).abs() / eps_d).max(), 4.0, "k3 error over eps * d")
     naive = (d.float().exp() - d.float() - 1).double()
-    assert ((naive - exact).abs() / exact).max() > 1e-2  # what the old formula lost
+    assert ((naive - exact).abs() / eps_d).max() > 100  # what the old formula lost
+    assert ((naive - exact).abs() / exact).max() > 1e-2
 
 
 def test_k3_is_non_negative_zero_at_equality_and_clamped():

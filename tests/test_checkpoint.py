@@ -94,3 +94,14 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path, tiny):
     set_rng_state(load_state(final)["rng"])
     after_restore = _draws()
     assert after_restore == after_save
+
+
+def test_save_draws_no_progress_bar_and_leaves_transformers_bars_as_they_were(tmp_path, tiny, capsys):
+    """transformers' "Writing model shards" bar, drawn by every save, would break the trainer's progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    model, tok = tiny
+    assert hf_logging.is_progress_bar_enabled()
+    save_checkpoint(tmp_path, 1, model, tok, model, {"step": 1}, keep_last=1)
+    assert "Writing model shards" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # other users of transformers keep their bars

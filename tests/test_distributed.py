@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import BIN, assert_same_metrics, metrics_lines, run_train, train_cmd, train_env
+from margins import within
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def assert_close_state(a: dict, b: dict, rel: float) -> None:
     assert a.keys() == b.keys()
     for k in a:
         diff = (a[k] - b[k]).norm() / a[k].norm().clamp(min=1e-12)
-        assert diff <= rel, (k, diff.item())
+        within(diff, rel, k)
 
 
 @pytest.mark.parametrize("loss_agg,pack", [("token_mean", "pad"), ("seq_mean_token_mean", "pack")])

@@ -5,6 +5,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from helpers import rollout_batch
+from margins import within
 
 from rlvr.algo import entropy_from_logits, logprobs_from_logits
 from rlvr.config import AlgoConfig, KLConfig, LearnerConfig, OptimConfig
@@ -43,14 +44,14 @@ def test_chunked_logp_entropy_and_grads_equal_plain(tiny_model, tokenizer, chunk
         tiny_model, batch.input_ids, batch.attention_mask, batch.response_mask, 0.7, chunk_size
     )
     ref_logp, ref_ent = _plain(exact, batch, 0.7)
-    assert (logp.double() - ref_logp).abs().max() < 2e-5  # nats; log-probs of about -5.5
-    assert (ent.double() - ref_ent).abs().max() < 2e-5
+    within((logp.double() - ref_logp).abs().max(), 2e-5, "logp")  # nats; log-probs of about -5.5
+    within((ent.double() - ref_ent).abs().max(), 2e-5, "entropy")
     assert (logp[~batch.response_mask] == 0).all()
 
     (logp * w).sum().backward()
     (ref_logp * w.double()).sum().backward()
     for (name, p), q in zip(tiny_model.named_parameters(), exact.parameters()):
-        assert _max_rel_error(p.grad, q.grad) < 2e-5, name
+        within(_max_rel_error(p.grad, q.grad), 2e-5, name)
 
 
 def test_lr_factor_warmup_then_cosine():
