@@ -60,12 +60,12 @@ class Workload:
 
 
 def model_dir() -> Path:
-    """The embedded tiny model, where the `tiny` model config puts it; built (minutes) if missing."""
-    from rlvr.tiny_model import build_tiny_assets
+    """The embedded tiny model, where the `tiny` model config puts it; the shipped copy installed if missing."""
+    from rlvr.tiny_model import assets_current, install_tiny_assets
 
     root = Path(os.environ.get("RLVR_CACHE_DIR", ".cache/rlvr")) / "tiny-addition"
-    if not (root / "model").is_dir():
-        build_tiny_assets(root)
+    if not assets_current(root):
+        install_tiny_assets(root)
     return root / "model"
 
 

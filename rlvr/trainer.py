@@ -58,14 +58,17 @@ def derive_seed(*parts: object) -> int:
 
 
 def ensure_builtin_assets(cfg: RLVRConfig) -> None:
-    """Build the embedded default's model and data (a few minutes on CPU) if they are not there yet, or were
-    built by another recipe."""
-    from rlvr.tiny_model import RECIPE, assets_current, build_tiny_assets
+    """Install the embedded default's shipped model and its data splits (a second) where `model.path` points,
+    if they are not there yet, or are another recipe's."""
+    from rlvr.config import ConfigError
+    from rlvr.tiny_model import RECIPE, assets_current, install_tiny_assets
 
     root = Path(cfg.model.path).parent
     if cfg.model.builtin is None or assets_current(root):
         return
-    if os.environ.get("LOCAL_RANK", "0") != "0":  # under a launcher, local rank 0 builds; the others wait
+    if Path(cfg.model.path).name != "model":
+        raise ConfigError("model.path", f"must be <dir>/model for model.builtin, got {cfg.model.path}")
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # under a launcher, local rank 0 installs; the others wait
         deadline = time.monotonic() + BUILD_WAIT_S
         while not assets_current(root):  # build.json is written last
             if time.monotonic() > deadline:
@@ -73,13 +76,9 @@ def ensure_builtin_assets(cfg: RLVRConfig) -> None:
             time.sleep(1.0)
         return
     if Path(cfg.model.path).is_dir():
-        log.warning(
-            "rebuilding the embedded tiny model at %s: built by another recipe (now %d)", root, RECIPE
-        )
-    log.info("building the embedded tiny model at %s (once; cached afterwards)", cfg.model.path)
-    built = build_tiny_assets(Path(cfg.model.path).parent)
-    if built.resolve() != Path(cfg.model.path).resolve():
-        raise RuntimeError(f"model.path must be <dir>/model for model.builtin, got {cfg.model.path}")
+        log.warning("replacing the embedded tiny model at %s: another recipe's (now %d)", root, RECIPE)
+    log.info("installing the embedded tiny model at %s", cfg.model.path)
+    install_tiny_assets(root)
 
 
 @dataclass

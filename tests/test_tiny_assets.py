@@ -1,13 +1,25 @@
-"""The embedded tiny model's cache: assets built by another recipe are rebuilt, not silently reused."""
+"""The embedded tiny model: the shipped copy is the model its build.json describes, it is installed on first use,
+a rebuild stops at its target accuracy, and assets of another recipe are replaced, not silently reused."""
 
 import json
 
+import pytest
 import torch
+from margins import within
 from safetensors.torch import load_file
 
 from rlvr import tiny_model
-from rlvr.config import RLVRConfig
-from rlvr.tiny_model import RECIPE, assets_current, build_tiny_assets
+from rlvr.config import ConfigError, RLVRConfig
+from rlvr.data import synthetic
+from rlvr.tiny_model import (
+    RECIPE,
+    SHIPPED,
+    TARGET_ACCURACY,
+    assets_current,
+    build_tiny_assets,
+    expected_accuracy,
+    file_sha256,
+)
 from rlvr.trainer import ensure_builtin_assets
 
 
@@ -17,14 +29,66 @@ def _set_recipe(out, recipe) -> None:
     (out / "build.json").write_text(json.dumps(info))
 
 
+def _cfg(model_dir) -> RLVRConfig:
+    cfg = RLVRConfig()
+    cfg.model.builtin, cfg.model.path = "tiny-addition", str(model_dir)
+    return cfg
+
+
+def test_the_shipped_model_is_the_one_its_build_json_describes():
+    """Same bytes, this recipe, the calibrated stop, and (computed again on this CPU) the held-out accuracy it
+    recorded, to the 4 digits build.json keeps (5e-5; another CPU's float rounding adds ~1e-6): bound 1e-3, where
+    the models of other warm-start lengths differ by 1e-2 and more."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = json.loads((SHIPPED / "build.json").read_text())
+    assert info["recipe"] == RECIPE and info["target_accuracy"] == TARGET_ACCURACY
+    assert file_sha256(SHIPPED / "model" / "model.safetensors") == info["model_sha256"]
+    assert info["sft_steps"] % info["check_every"] == 0 and info["sft_steps"] < info["max_sft_steps"]
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED / "model")
+    assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+    accuracy = expected_accuracy(
+        model, AutoTokenizer.from_pretrained(SHIPPED / "model"), synthetic.addition_splits()[1]
+    )
+    assert TARGET_ACCURACY <= accuracy < TARGET_ACCURACY + 0.03  # the first check past the target
+    within(abs(accuracy - info["heldout_expected_accuracy_t1"]), 1e-3, "held-out accuracy vs build.json")
+
+
+def test_first_use_installs_the_shipped_model_and_the_data(tmp_path):
+    out = tmp_path / "tiny-addition"
+    ensure_builtin_assets(_cfg(out / "model"))
+    assert assets_current(out)
+    assert file_sha256(out / "model" / "model.safetensors") == file_sha256(
+        SHIPPED / "model" / "model.safetensors"
+    )
+    info = json.loads((out / "build.json").read_text())
+    assert info["installed_from"] == "shipped" and info["recipe"] == RECIPE
+    train, held_out = synthetic.addition_splits()
+    assert len((out / "train.jsonl").read_text().splitlines()) == len(train)
+    assert len((out / "eval.jsonl").read_text().splitlines()) == len(held_out)
+    with pytest.raises(ConfigError, match="model.path"):
+        ensure_builtin_assets(_cfg(tmp_path / "elsewhere" / "weights"))
+
+
+def test_a_rebuild_stops_at_its_target_accuracy(tmp_path):
+    out = tmp_path / "tiny-addition"
+    build_tiny_assets(out, max_sft_steps=2000, target_accuracy=0.02, check_every=50)
+    info = json.loads((out / "build.json").read_text())
+    assert info["sft_steps"] < 2000 and info["sft_steps"] % 50 == 0
+    assert info["heldout_expected_accuracy_t1"] >= 0.02
+    assert file_sha256(out / "model" / "model.safetensors") == info["model_sha256"]
+    with pytest.raises(RuntimeError, match="raise max_sft_steps"):
+        build_tiny_assets(tmp_path / "short", max_sft_steps=10, target_accuracy=0.5, check_every=5)
+
+
 def test_a_build_of_another_recipe_is_replaced(tmp_path):
     out = tmp_path / "tiny-addition"
-    build_tiny_assets(out, sft_steps=2)
+    build_tiny_assets(out, max_sft_steps=2, target_accuracy=None)
     assert assets_current(out) and json.loads((out / "build.json").read_text())["recipe"] == RECIPE
     before = load_file(out / "model" / "model.safetensors")
     _set_recipe(out, RECIPE - 1)
     assert not assets_current(out)
-    build_tiny_assets(out, sft_steps=6)  # over the stale build
+    build_tiny_assets(out, max_sft_steps=6, target_accuracy=None)  # over the stale build
     assert assets_current(out) and not (out / "model.old").exists()
     after = load_file(out / "model" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -32,15 +96,13 @@ def test_a_build_of_another_recipe_is_replaced(tmp_path):
     assert not assets_current(out)
 
 
-def test_ensure_builtin_assets_rebuilds_only_another_recipe(tmp_path, monkeypatch):
+def test_ensure_builtin_assets_replaces_only_another_recipe(tmp_path, monkeypatch):
     out = tmp_path / "tiny-addition"
-    build_tiny_assets(out, sft_steps=2)
+    build_tiny_assets(out, max_sft_steps=2, target_accuracy=None)
     calls = []
-    monkeypatch.setattr(tiny_model, "build_tiny_assets", lambda root: calls.append(root) or root / "model")
-    cfg = RLVRConfig()
-    cfg.model.builtin, cfg.model.path = "tiny-addition", str(out / "model")
-    ensure_builtin_assets(cfg)
-    assert calls == []  # current: reused
+    monkeypatch.setattr(tiny_model, "install_tiny_assets", lambda root: calls.append(root) or root / "model")
+    ensure_builtin_assets(_cfg(out / "model"))
+    assert calls == []  # current (a rebuild of this recipe): kept
     _set_recipe(out, None)  # as a build.json from before recipes were recorded
-    ensure_builtin_assets(cfg)
+    ensure_builtin_assets(_cfg(out / "model"))
     assert calls == [out]
