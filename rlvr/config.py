@@ -6,6 +6,7 @@ rules between values; every message names the offending key so a bad run fails b
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -298,6 +299,11 @@ def validate(cfg: RLVRConfig) -> None:
         "algo.kl.reset_every",
         f"must be >= 1 or null, got {a.kl.reset_every}",
     )
+    _require(
+        not a.kl.reset_every or a.kl.coef > 0,
+        "algo.kl.reset_every",
+        "resets the KL reference, and there is none with algo.kl.coef=0: set algo.kl.coef > 0",
+    )
     p = a.kl.reset_on_plateau
     _require(p is None or p >= 1, "algo.kl.reset_on_plateau", f"must be >= 1 or null, got {p}")
     _require(
@@ -370,8 +376,17 @@ def validate(cfg: RLVRConfig) -> None:
     _require(cfg.reward.timeout_s > 0, "reward.timeout_s", f"must be > 0, got {cfg.reward.timeout_s}")
     _require(cfg.reward.num_workers >= 1, "reward.num_workers", f"must be >= 1, got {cfg.reward.num_workers}")
 
+    # AdamW's own argument checks, here so a typo fails before the model loads (NaN fails every comparison)
     o = cfg.optim
-    _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", f"must be a finite number > 0, got {o.lr}")
+    _require(0 <= o.beta1 < 1, "optim.beta1", f"must be in [0, 1), got {o.beta1}")
+    _require(0 <= o.beta2 < 1, "optim.beta2", f"must be in [0, 1), got {o.beta2}")
+    _require(
+        math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+        "optim.weight_decay",
+        f"must be a finite number >= 0, got {o.weight_decay}",
+    )
+    _require(math.isfinite(o.eps) and o.eps > 0, "optim.eps", f"must be a finite number > 0, got {o.eps}")
     _require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
     _one_of(o.schedule, ("constant", "cosine"), "optim.schedule")
     _require(o.max_grad_norm > 0, "optim.max_grad_norm", f"must be > 0, got {o.max_grad_norm}")

@@ -1,9 +1,10 @@
 import torch
 
-from rlvr.config import AlgoConfig, DynamicSamplingConfig, OverlongConfig
+from rlvr.config import AlgoConfig, DynamicSamplingConfig, OverlongConfig, RewardConfig
 from rlvr.reward import Verdict
-from rlvr.rollout.base import Completion
-from rlvr.rollout.collect import Group, collect, rollout_metrics, to_batch
+from rlvr.reward.math_verifier import tail_for_verify
+from rlvr.rollout.base import Completion, SamplingParams
+from rlvr.rollout.collect import Collected, Group, collect, rollout_metrics, sample_groups, to_batch
 
 
 def _group(index: int, rewards: list[float], length: int = 2) -> Group:
@@ -125,3 +126,54 @@ def test_to_batch_aligns_tokens_logprobs_and_advantages():
     torch.testing.assert_close(b.rollout_logp[2, 1:4], torch.tensor([-1.0, -2.0, -3.0]))
     # Dr. GRPO advantages: group 0 mean 0.5 -> [+0.5, -0.5]; group 1 all zero
     torch.testing.assert_close(b.advantages, torch.tensor([0.5, -0.5, 0.0, 0.0]))
+
+
+class ScriptedEngine:
+    """Returns the given completion texts, n per prompt, in order."""
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def generate(self, prompts, n, params, seed, first_index=0):
+        texts = iter(self.texts)
+        return [[Completion([1], [-0.5], "stop", next(texts)) for _ in range(n)] for _ in prompts]
+
+
+class CuttingVerifier:
+    """MathVerifier's cut with a 12-character limit (a box longer than that is NO_ANSWER, and flagged); then
+    no box is NO_ANSWER, a box holding the gold CORRECT, any other INCORRECT."""
+
+    def verify(self, texts, golds):
+        tails = [tail_for_verify(t, 12) for t in texts]
+        self.last_box_too_long = [t is None for t in tails]
+        return [self._verdict(t, g) for t, g in zip(tails, golds)]
+
+    @staticmethod
+    def _verdict(tail, gold):
+        if tail is None or "\\boxed{" not in tail:
+            return Verdict.NO_ANSWER
+        return Verdict.CORRECT if tail.endswith(f"{{{gold}}}") else Verdict.INCORRECT
+
+
+def test_box_too_long_is_counted_in_its_own_metric():
+    long_box = r"\boxed{" + "+".join(["1"] * 10) + "}"  # 27 characters: more than the verifier's 12
+    texts = [r"so \boxed{2}", long_box, r"\boxed{3}", "no idea"]
+    groups, _, _ = sample_groups(
+        ScriptedEngine(texts),
+        CuttingVerifier(),
+        [[1], [2]],
+        ["2", "3"],
+        [0, 1],
+        2,
+        SamplingParams(),
+        0,
+        RewardConfig(),
+    )
+    assert [g.box_too_long for g in groups] == [[False, True], [False, False]]
+    assert [g.verdicts for g in groups] == [
+        [Verdict.CORRECT, Verdict.NO_ANSWER],
+        [Verdict.CORRECT, Verdict.NO_ANSWER],
+    ]
+    m = rollout_metrics(Collected(groups=groups, sampled=groups), group_size=2)
+    assert m["verify/box_too_long_frac"] == 1 / 4  # one of four completions
+    assert m["verify/no_answer_frac"] == 2 / 4  # it is a NO_ANSWER too, beside "no idea"

@@ -191,6 +191,15 @@ REJECTED = [
     ("algo.kl.reset_on_plateau", _all(_KL, _set("eval.every", 0), _set("algo.kl.reset_on_plateau", 2))),
     ("model.path", _no_model),
     ("trainer.resume", _set("trainer.resume", lambda tmp: str(tmp / "missing" / "step_000010"))),
+    ("algo.kl.reset_every", _set("algo.kl.reset_every", 5)),  # coef 0: no reference to reset
+    ("optim.lr", _set("optim.lr", float("inf"))),
+    ("optim.beta1", _set("optim.beta1", 1.0)),
+    ("optim.beta1", _set("optim.beta1", -0.1)),
+    ("optim.beta2", _set("optim.beta2", 1.0)),
+    ("optim.weight_decay", _set("optim.weight_decay", -5.0)),
+    ("optim.weight_decay", _set("optim.weight_decay", float("nan"))),
+    ("optim.eps", _set("optim.eps", 0.0)),
+    ("optim.eps", _set("optim.eps", float("inf"))),
 ]
 
 
@@ -221,6 +230,12 @@ ACCEPTED = [  # the boundary values just inside each rule above
     _existing_model,
     _set("trainer.resume", lambda tmp: str(tmp)),
     _set("trainer.resume", "never"),
+    _all(_KL, _set("algo.kl.reset_every", 5)),
+    _set("optim.lr", 1e-3),
+    _all(_set("optim.beta1", 0.0), _set("optim.beta2", 0.0)),
+    _all(_set("optim.beta1", 0.99), _set("optim.beta2", 0.9999)),
+    _set("optim.weight_decay", 0.0),
+    _set("optim.eps", 1e-30),
 ]
 
 
@@ -253,3 +268,21 @@ def test_reset_on_plateau_says_what_it_needs(cfg, tmp_path):
     _all(_KL, _set("eval.every", 0))(cfg, tmp_path)
     with pytest.raises(ConfigError, match=r"eval\.every > 0"):
         validate(cfg)
+
+
+def test_silently_ignored_settings_fail_before_the_model_loads():
+    """The issue's cases as a user writes them on the command line: each names its key and what it needs."""
+    with pytest.raises(ConfigError) as info:
+        validate(_compose("algo.kl.reset_every=5"))  # the quickstart has algo.kl.coef=0
+    assert str(info.value) == (
+        "algo.kl.reset_every: resets the KL reference, and there is none with algo.kl.coef=0: set algo.kl.coef > 0"
+    )
+    with pytest.raises(ConfigError) as info:
+        validate(_compose("optim.beta2=1.0"))
+    assert str(info.value) == "optim.beta2: must be in [0, 1), got 1.0"
+    with pytest.raises(ConfigError) as info:
+        validate(_compose("optim.weight_decay=-5"))
+    assert str(info.value) == "optim.weight_decay: must be a finite number >= 0, got -5.0"
+    with pytest.raises(ConfigError) as info:
+        validate(_compose("optim.lr=inf"))
+    assert str(info.value) == "optim.lr: must be a finite number > 0, got inf"

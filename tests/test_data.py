@@ -3,7 +3,15 @@ import json
 import pytest
 
 from rlvr.config import DataConfig
-from rlvr.data.prompts import DataError, Problem, PromptSampler, encode_prompts, load_problems, read_rows
+from rlvr.data.prompts import (
+    MAX_CHARS_PER_TOKEN,
+    DataError,
+    Problem,
+    PromptSampler,
+    encode_prompts,
+    load_problems,
+    read_rows,
+)
 from rlvr.tiny_model import build_tokenizer
 
 ROWS = [
@@ -140,6 +148,88 @@ def test_too_long_prompt_names_row(tmp_path, tok):
     cfg.max_prompt_tokens = 11  # exactly at the limit is fine, never cut
     ids = encode_prompts(tok, problems, cfg)
     assert [tok.decode(i) for i in ids] == ["1+1", "12345678901"]
+
+
+class SpyTokenizer:
+    """The tiny tokenizer, recording the length of every text it is given."""
+
+    def __init__(self, tok):
+        self.tok, self.lengths = tok, []
+
+    def __call__(self, text, **kw):
+        self.lengths.append(len(text))
+        return self.tok(text, **kw)
+
+    def apply_chat_template(self, messages, **kw):
+        self.lengths.append(sum(len(m["content"]) for m in messages))
+        return self.tok.apply_chat_template(messages, **kw)
+
+
+def test_huge_row_is_refused_by_its_length_before_tokenizing(tmp_path):
+    # the issue's 50 MB one-row prompt, at 4 MB: refused when read, named by file and row, before any tokenizer
+    huge = "1+" * 2_000_000
+    path = _jsonl(tmp_path / "d.jsonl", [{"question": "1+1", "answer": 2}, {"question": huge, "answer": 1}])
+    cfg = _cfg(prompt_template="{question}", max_prompt_tokens=16)
+    with pytest.raises(DataError) as info:
+        load_problems([path], cfg, "data.train_files")
+    assert str(info.value) == (
+        f"{path}: row 2: prompt has 4000000 characters > data.max_prompt_tokens=16 x {MAX_CHARS_PER_TOKEN} "
+        "characters a token (refused before tokenizing)"
+    )
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_encode_never_hands_the_tokenizer_a_huge_prompt(chat):
+    spy = SpyTokenizer(build_tokenizer())  # its own: the shared fixture stays template-free
+    spy.tok.chat_template = CHAT_TEMPLATE
+    cfg = _cfg(max_prompt_tokens=64, use_chat_template=chat, system_prompt="Be brief.")
+    problems = [Problem("1+1", "2", "f: row 1"), Problem("1+" * 2_000_000, "1", "f: row 2")]
+    with pytest.raises(
+        DataError, match=r"^f: row 2: prompt has 4000010 characters > data\.max_prompt_tokens=64"
+    ):
+        encode_prompts(spy, problems, cfg)  # the system prompt counts: 9 characters and a newline
+    assert spy.lengths and max(spy.lengths) < 100  # only the first prompt was tokenized
+
+
+def test_prompt_within_the_character_cap_is_still_counted_in_tokens(tmp_path, tok):
+    cap = 16 * MAX_CHARS_PER_TOKEN  # 4096 characters for 16 tokens
+    cfg = _cfg(prompt_template="{question}", max_prompt_tokens=16)
+    over = _jsonl(tmp_path / "over.jsonl", [{"question": "7" * (cap + 1), "answer": 1}])
+    with pytest.raises(DataError, match=r"row 1: prompt has 4097 characters > data\.max_prompt_tokens=16"):
+        load_problems([over], cfg, "data.train_files")
+    at = _jsonl(tmp_path / "at.jsonl", [{"question": "7" * cap, "answer": 1}])
+    problems = load_problems([at], cfg, "data.train_files")  # at the cap: read, then tokenized
+    with pytest.raises(DataError) as info:
+        encode_prompts(tok, problems, cfg)
+    assert str(info.value) == f"{at}: row 1: prompt has 4096 tokens > data.max_prompt_tokens=16"
+
+
+def test_non_utf8_jsonl_names_file_row_and_column(tmp_path):
+    # row 1 is UTF-8 (≠ is 3 bytes, one column); row 2 was saved as Latin-1 after a UTF-8 ≠ (é is byte 0xe9)
+    path = tmp_path / "mixed.jsonl"
+    row1 = json.dumps({"question": "2+2 ≠ 5?", "answer": 4}, ensure_ascii=False).encode("utf-8")
+    row2 = '{"question": "≠ caf'.encode() + 'é?", "answer": 1}'.encode("latin-1")
+    path.write_bytes(row1 + b"\n" + row2 + b"\n")
+    with pytest.raises(DataError) as info:
+        load_problems([str(path)], _cfg(prompt_template="{question}"), "data.train_files")
+    assert (
+        str(info.value) == f"{path}: row 2: not valid UTF-8 (byte 0xe9 at column 20); save the file as UTF-8"
+    )
+    path.write_bytes(row1 + b"\n")
+    assert load_problems([str(path)], _cfg(prompt_template="{question}"), "data.train_files")[0].prompt == (
+        "2+2 ≠ 5?"
+    )
+
+
+def test_non_utf8_json_names_file_line_and_column(tmp_path):
+    path = tmp_path / "latin1.json"
+    text = '[\n  {"question": "2+2", "answer": 4},\n  {"question": "l\'été?", "answer": 1}\n]\n'
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        load_problems([str(path)], _cfg(prompt_template="{question}"), "data.train_files")
+    assert (
+        str(info.value) == f"{path}: line 3: not valid UTF-8 (byte 0xe9 at column 19); save the file as UTF-8"
+    )
 
 
 # ---- chat template and system prompt -------------------------------------------------------------------

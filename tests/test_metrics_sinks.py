@@ -1,5 +1,7 @@
 import json
 import math
+import os
+import stat
 import struct
 import subprocess
 import sys
@@ -69,6 +71,28 @@ def test_jsonl_partial_last_line_after_crash(tmp_path):
         {"step": 0, "acc/mean": 0.1},
         {"step": 1, "acc/mean": 0.2},
     ]
+
+
+def test_jsonl_has_the_mode_of_the_other_run_files(tmp_path):
+    # the trainer opens the sink and truncates it to the resumed step on every start: that rewrite went
+    # through a 0600 temporary file, so metrics.jsonl alone was unreadable to the group and others
+    old_umask = os.umask(0o022)
+    try:
+        (tmp_path / "config.yaml").write_text("a: 1\n")  # how the other run files are written
+        sink = JsonlSink(tmp_path / "metrics.jsonl")
+        sink.truncate_after(0)
+        sink.log(1, {"acc/mean": 0.5})
+        sink.close()
+    finally:
+        os.umask(old_umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"config.yaml": 0o644, "metrics.jsonl": 0o644}
+
+    (tmp_path / "metrics.jsonl").chmod(0o640)  # a mode the user chose survives the rewrite
+    sink = JsonlSink(tmp_path / "metrics.jsonl")
+    sink.truncate_after(0)
+    sink.close()
+    assert stat.S_IMODE((tmp_path / "metrics.jsonl").stat().st_mode) == 0o640
 
 
 def test_console_sink_compact_line():

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from rlvr.reward import MathVerifier, Verdict, rewards_from_verdicts, verify_one
-from rlvr.reward.math_verifier import fast_verdict
+from rlvr.reward.math_verifier import box_around, fast_verdict, tail_for_verify
 
 # Correct, Wrong, No answer, Timeout
 C, W, N, T = Verdict.CORRECT, Verdict.INCORRECT, Verdict.NO_ANSWER, Verdict.TIMEOUT
@@ -316,3 +316,60 @@ def test_gold_parse_is_cached_per_process():
     hits = _parse_gold.cache_info().hits
     assert verify_one(r"$\boxed{0.5}$", gold, 5.0) == W
     assert _parse_gold.cache_info().hits == hits + 1
+
+
+# ---- the cut to the last max_chars characters never lands inside a box ---------------------------------
+
+
+def test_box_longer_than_the_cut_is_no_answer(verifier):
+    # the case: 20,001 ones summed in one box, 40,009 characters. Its last 10,000 characters end in
+    # "+1+1}", which read as the answer 1: CORRECT against the gold 1 although the box holds 20001.
+    completion = r"\boxed{" + "+".join(["1"] * 20_001) + "}"
+    assert len(completion) == 40_009 and verifier.max_chars == 10_000
+    assert verifier.verify([completion, r"so $\boxed{1}$"], ["1", "1"]) == [N, C]
+    assert verifier.last_box_too_long == [True, False]
+    assert verifier.verify([r"$\boxed{1}$"], ["1"]) and verifier.last_box_too_long == [False]  # per call
+
+
+def test_box_split_by_the_cut_is_verified_whole(verifier):
+    # the last 40 characters start inside the box, at "2}}$ as computed...": a reading of "2", not of 1/2
+    completion = r"The answer is $\boxed{\frac{1}{2}}$ as computed above, and that is all."
+    assert completion[-40:].startswith("2}}$")
+    verifier.max_chars = 40
+    try:
+        assert verifier.verify([completion, completion], ["2", r"\frac{1}{2}"]) == [W, C]
+        assert verifier.last_box_too_long == [False, False]
+    finally:
+        verifier.max_chars = 10_000
+
+
+@pytest.mark.parametrize(
+    "text,pos,expected",
+    [
+        (r"ab\boxed{12}cd", 5, (2, 12)),  # inside the command word
+        (r"ab\boxed{12}cd", 10, (2, 12)),  # inside the content
+        (r"ab\boxed{12}cd", 2, None),  # at the box's start: it stays whole
+        (r"ab\boxed{12}cd", 12, None),  # just after its closing brace
+        (r"\boxed{1} x \boxed{2}", 11, None),  # between two boxes
+        (r"\boxed{\frac{1}{2}} x", 14, (0, 19)),  # nested braces: the box, not the inner group
+        (r"\boxed{\boxed{7}} x", 10, (0, 17)),  # nested boxes: the outermost
+        (r"{a} \fbox {5}}", 9, (4, 13)),  # \fbox counts, spaces before its brace too; a stray } is ignored
+        (r"x \boxed{1+1+1", 8, (2, 14)),  # never closed: math-verify reads it to the end
+        (r"x \boxed 1+1+1", 8, None),  # no brace: not a box
+        ("no box at all", 5, None),
+    ],
+)
+def test_box_around(text, pos, expected):
+    assert box_around(text, pos) == expected
+
+
+def test_tail_for_verify():
+    box = r"\boxed{" + "9" * 12 + "}"  # 20 characters
+    text = "x" * 30 + box + "y" * 10  # the box spans [30, 50)
+    assert tail_for_verify("abc", 3) == "abc"
+    assert tail_for_verify("x" * 30 + "end", 5) == "xxend"
+    assert tail_for_verify(text, 10) == "y" * 10  # cut just after the box
+    assert tail_for_verify(text, 30) == box + "y" * 10  # cut at the box's start
+    assert tail_for_verify(text, 25) == box + "y" * 10  # cut 5 into it: from its start, 30 characters in all
+    assert tail_for_verify(text, 15) is None  # cut into a box longer than the limit: no answer
+    assert tail_for_verify(box, 19) is None and tail_for_verify(box, 20) == box

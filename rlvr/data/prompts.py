@@ -2,6 +2,8 @@
 
 Accepted sources: JSON Lines (.jsonl), a JSON list (.json), Parquet (.parquet), or a directory written by
 `datasets.Dataset.save_to_disk`. Rows are numbered from 1 in error messages (for JSON Lines: the line).
+Text files are read as UTF-8. Data is untrusted input: a row's cost is bounded before it reaches the
+tokenizer (`check_prompt_chars`), so one huge row is refused in time and memory proportional to its size.
 """
 
 from __future__ import annotations
@@ -20,11 +22,50 @@ class DataError(ValueError):
     """A data file or row is unusable; the message names the file and row."""
 
 
+# A cost cap, not a measurement: no characters-per-token bound holds for every tokenizer (a normalizer may fold
+# a run of spaces into one token, vocabularies hold tokens for long runs of spaces or punctuation, a chat
+# model's special tokens are a dozen characters or more). Natural text averages a few characters a token
+# (about 4 for English under GPT-style BPE); a prompt averaging more than this many would have to be mostly
+# runs its tokenizer folds away. Above it the prompt is refused before tokenizing, which bounds the tokenizer's
+# work (and its per-token memory: ids, offsets, masks) to max_prompt_tokens * this characters; below it the
+# exact token count decides, as before.
+MAX_CHARS_PER_TOKEN = 256
+
+
 @dataclass(frozen=True)
 class Problem:
     prompt: str  # the rendered prompt text (template applied, chat template not yet)
     answer: str  # the gold answer, as text
     origin: str  # "file:row", for messages and sample logs
+
+
+def decode_utf8(data: bytes, path: Path, row: int | None = None) -> str:
+    """`data` (the whole file, or JSON Lines row `row`) as UTF-8 text.
+
+    A bad byte is a DataError naming the file, the row (else the line) and the column, instead of a
+    UnicodeDecodeError that names neither."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        column = len(data[line_start : e.start].decode("utf-8")) + 1  # all valid before the bad byte
+        line = data.count(b"\n", 0, e.start) + 1
+        where = f"row {row}" if row is not None else f"line {line}"
+        raise DataError(
+            f"{path}: {where}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def check_prompt_chars(text: str, origin: str, max_prompt_tokens: int) -> None:
+    """Refuse `text` when it has more characters than a prompt of `max_prompt_tokens` tokens could plausibly
+    hold (MAX_CHARS_PER_TOKEN a token): a length check, so a 50 MB row never reaches the tokenizer."""
+    limit = max_prompt_tokens * MAX_CHARS_PER_TOKEN
+    if len(text) > limit:
+        raise DataError(
+            f"{origin}: prompt has {len(text)} characters > data.max_prompt_tokens={max_prompt_tokens} "
+            f"x {MAX_CHARS_PER_TOKEN} characters a token (refused before tokenizing)"
+        )
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -41,8 +82,9 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         return [dict(r) for r in ds]
     if p.suffix == ".jsonl":
         rows = []
-        with p.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
+        with p.open("rb") as f:  # bytes: a decode error then names its line (JSON Lines ends rows with \n)
+            for line_no, raw in enumerate(f, start=1):
+                line = decode_utf8(raw, p, line_no)
                 if not line.strip():
                     continue
                 try:
@@ -55,7 +97,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         return rows
     if p.suffix == ".json":
         try:
-            rows = json.loads(p.read_text(encoding="utf-8"))
+            rows = json.loads(decode_utf8(p.read_bytes(), p))
         except json.JSONDecodeError as e:
             raise DataError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -81,6 +123,7 @@ def _problem_from_row(row: dict[str, Any], origin: str, cfg: DataConfig) -> Prob
         prompt = cfg.prompt_template.format(**row)
     except (KeyError, IndexError, ValueError) as e:
         raise DataError(f"{origin}: data.prompt_template cannot be filled from this row ({e!r})") from None
+    check_prompt_chars(prompt, origin, cfg.max_prompt_tokens)
     return Problem(prompt=prompt, answer=str(answer).strip(), origin=origin)
 
 
@@ -100,9 +143,13 @@ def load_problems(files: Sequence[str], cfg: DataConfig, key: str) -> list[Probl
 
 
 def encode_prompts(tokenizer, problems: Sequence[Problem], cfg: DataConfig) -> list[list[int]]:
-    """Token ids of each prompt (chat template applied if configured); too-long prompts are an error."""
+    """Token ids of each prompt (chat template applied if configured); too-long prompts are an error.
+
+    Characters are checked before tokenizing (`check_prompt_chars`), tokens after."""
     out = []
     for prob in problems:
+        text = f"{cfg.system_prompt}\n{prob.prompt}" if cfg.system_prompt else prob.prompt
+        check_prompt_chars(text, prob.origin, cfg.max_prompt_tokens)
         if cfg.use_chat_template:
             messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
             messages.append({"role": "user", "content": prob.prompt})
@@ -113,7 +160,6 @@ def encode_prompts(tokenizer, problems: Sequence[Problem], cfg: DataConfig) -> l
                 ids = ids["input_ids"]
             ids = list(ids)
         else:
-            text = f"{cfg.system_prompt}\n{prob.prompt}" if cfg.system_prompt else prob.prompt
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > cfg.max_prompt_tokens:
             raise DataError(

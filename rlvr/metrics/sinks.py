@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -132,6 +133,8 @@ class JsonlSink:
         fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
+                # mkstemp makes the file 0600; keep the mode the file had (the umask's, like every run file)
+                os.fchmod(f.fileno(), stat.S_IMODE(self.path.stat().st_mode))
                 f.writelines(line + "\n" for line in kept)
                 f.flush()
                 os.fsync(f.fileno())

@@ -6,6 +6,8 @@ sample runs under a SIGALRM deadline inside a worker process - signals work only
 which is why verification never runs in a thread - and the parent kills a worker that overruns even that.
 The one shortcut: a completion whose only `\\boxed{}` holds exactly the gold text is CORRECT without a worker
 (`fast_verdict`), a string comparison that runs in linear time.
+Long completions are cut to their last characters (`tail_for_verify`), never inside a box: the tail of a box
+is another answer (`\\boxed{1+1+...+1}` cut to `1+1}`), so a box too long to keep whole is NO_ANSWER.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ _FINAL_ANSWER_IS = re.compile(r"(?i:final answer is)")  # "final answer is X. I 
 _ENV_END = re.compile(r"\$|\\\]|\\\)|\]\s")
 _PERCENT = re.compile(r"%|[Pp]ercent|[Pp]ct")  # after the math, it makes the answer a percentage
 _BRACE = re.compile(r"[{}]")
+# what math-verify reads as a box (latex2sympy2_extended's extract_boxed_content): \boxed or \fbox, spaces, {
+_BOX_OR_BRACE = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
 # a plain integer that a float holds exactly, so no comparison (exact or rounded) can call two different ones equal
 _INTEGER = re.compile(r"-?\d{1,15}")
 
@@ -99,6 +103,50 @@ def fast_verdict(completion: str, gold: str) -> Verdict | None:
                 return Verdict.INCORRECT
             return None
     return None  # unbalanced
+
+
+def box_around(text: str, pos: int) -> tuple[int, int] | None:
+    """The outermost box of `text` that the cut `text[pos:]` would split: (start, end) with
+    start < pos < end, `text[start:end]` from the backslash of `\\boxed`/`\\fbox` to its closing brace
+    (end = len(text) for a box never closed, which math-verify reads to the end); None if no box straddles `pos`.
+
+    Braces are counted raw, as math-verify does; a stray `}` outside any group is ignored. One pass over the
+    text: linear time, nothing evaluated."""
+    depth = 0
+    start, box_depth = None, 0  # the outermost open box, and the brace depth inside it
+    for m in _BOX_OR_BRACE.finditer(text):
+        if start is None and m.start() >= pos:
+            return None  # no box open at the cut
+        token = m.group()
+        if token == "}":
+            if depth == 0:
+                continue
+            depth -= 1
+            if start is not None and depth < box_depth:
+                if start < pos < m.end():
+                    return start, m.end()
+                start = None
+        else:
+            depth += 1
+            if token != "{" and start is None:
+                start, box_depth = m.start(), depth
+    return (start, len(text)) if start is not None and start < pos else None
+
+
+def tail_for_verify(completion: str, max_chars: int) -> str | None:
+    """What of `completion` is verified: all of it if it has at most `max_chars` characters, else its last
+    `max_chars`, started earlier at the box that cut would split (at most 2 * max_chars in all); None when that
+    box alone is longer than `max_chars`: its verdict is NO_ANSWER, never a reading of the box's tail.
+
+    The final answer is at the end, and the cut bounds the work a megabyte-long completion can cause."""
+    cut = len(completion) - max_chars
+    if cut <= 0:
+        return completion
+    box = box_around(completion, cut)
+    if box is None:
+        return completion[cut:]
+    start, end = box
+    return completion[start:] if end - start <= max_chars else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -189,8 +237,9 @@ class MathVerifier:
 
     Each sample gets `timeout_s` inside its worker; a worker that has not answered a sample within
     `timeout_s * 2 + 1` s (stuck in C code that never checks signals), or that dies, is killed and replaced,
-    and that sample is TIMEOUT. Completions are cut to their last `max_chars` characters before sending:
-    the final answer is at the end, and this bounds the work a megabyte-long completion can cause.
+    and that sample is TIMEOUT. Completions are cut to their last `max_chars` characters before sending, never
+    inside a box (`tail_for_verify`): a box longer than `max_chars` is NO_ANSWER, flagged in `last_box_too_long`
+    (one bool per sample of the last call, in input order; the metric verify/box_too_long_frac).
     With `fast_path` (the default), a sample that `fast_verdict` settles is not sent to a worker. Identical
     (completion, gold) pairs in one call are verified once (a low-entropy policy repeats itself);
     `last_sent` counts the samples the last call sent to workers.
@@ -214,6 +263,7 @@ class MathVerifier:
         self._new_worker = lambda: _Worker(ctx, _verify_fn, timeout_s)
         self._closed = False
         self.last_sent = 0
+        self.last_box_too_long: list[bool] = []
         self._workers = [self._new_worker() for _ in range(num_workers)]
         try:
             self.verify([], [])  # returns once every worker is ready
@@ -227,9 +277,14 @@ class MathVerifier:
             raise RuntimeError("MathVerifier is closed")
         if len(completions) != len(golds):
             raise ValueError(f"{len(completions)} completions but {len(golds)} golds")
-        given = [(c[-self.max_chars :], g) for c, g in zip(completions, golds)]
+        tails = [tail_for_verify(c, self.max_chars) for c in completions]
+        self.last_box_too_long = [t is None for t in tails]
+        given = list(zip(tails, golds))
         items = list(dict.fromkeys(given))  # each distinct pair once, in first-seen order
-        results: list[Verdict | None] = [fast_verdict(c, g) if self.fast_path else None for c, g in items]
+        results: list[Verdict | None] = [
+            Verdict.NO_ANSWER if c is None else (fast_verdict(c, g) if self.fast_path else None)
+            for c, g in items
+        ]
         pending = deque(i for i, v in enumerate(results) if v is None)
         self.last_sent = len(pending)
         chunk = max(1, min(_MAX_CHUNK, math.ceil(len(pending) / (4 * len(self._workers)))))

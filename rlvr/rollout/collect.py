@@ -26,6 +26,8 @@ class Group:
     completions: list[Completion]
     verdicts: list[Verdict]
     rewards: list[float]  # after shaping
+    # per completion: its final box was too long for the verifier to keep whole, so its verdict is NO_ANSWER
+    box_too_long: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -57,12 +59,16 @@ def sample_groups(
     t1 = time.perf_counter()
     texts = [c.text for cs in outputs for c in cs]
     verdicts = verifier.verify(texts, [golds[i] for i in indices for _ in range(n)])
+    # a verifier that does not cut completions (a user's reward function) has no box too long to keep
+    too_long = getattr(verifier, "last_box_too_long", None) or [False] * len(texts)
     rewards = rewards_from_verdicts(
         verdicts, reward.correct, reward.incorrect, reward.no_answer, reward.timeout
     )
     t2 = time.perf_counter()
     groups = [
-        Group(i, cs, verdicts[k * n : (k + 1) * n], rewards[k * n : (k + 1) * n])
+        Group(
+            i, cs, verdicts[k * n : (k + 1) * n], rewards[k * n : (k + 1) * n], too_long[k * n : (k + 1) * n]
+        )
         for k, (i, cs) in enumerate(zip(indices, outputs))
     ]
     return groups, t1 - t0, t2 - t1
@@ -152,6 +158,8 @@ def rollout_metrics(collected: Collected, group_size: int) -> dict[str, float]:
         "acc/mean": sum(v == Verdict.CORRECT for v in verdicts) / n,
         "verify/no_answer_frac": sum(v == Verdict.NO_ANSWER for v in verdicts) / n,
         "verify/timeout_frac": sum(v == Verdict.TIMEOUT for v in verdicts) / n,
+        # NO_ANSWER because the box was longer than the verifier keeps (counted in no_answer_frac too)
+        "verify/box_too_long_frac": sum(b for g in collected.sampled for b in g.box_too_long) / n,
         "response/len_mean": lengths.mean().item(),
         "response/len_max": lengths.max().item(),
         "response/truncated_frac": sum(c.truncated for c in comps) / n,
