@@ -75,7 +75,7 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    margins.set_current_test(item.nodeid)
+    margins.set_current_test(item)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
+from margins import within
 
 from rlvr.learner import RolloutBatch
 
@@ -51,21 +52,33 @@ def metrics_lines(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_same_metrics(got: list[dict], expected: list[dict], abs_tol: float = 1e-7) -> None:
+def assert_same_metrics(got: list[dict], expected: list[dict], abs_tol: float = 1e-6) -> None:
     """Two runs' metrics.jsonl lines: the same steps and keys, and the same values (timings aside) within 1e-5
-    relative or `abs_tol`. The sampler's and the learner's log-probs differ by float rounding (~1e-6), so
-    `rollout/logp_diff_*` moves by as much with any rounding-level change of the weights (ZeRO-3 steps Adam on
-    flat partitions): within 1e-6."""
-    import pytest
+    relative or `abs_tol` (float32 rounding of values near 0: a 10th-percentile entropy, a policy loss; what a
+    bug moves is a reward's 1/256 steps, entropies by 1e-2).
 
+    `rollout/logp_diff_*` (how far the sampler's log-probs are from the learner's) is float rounding itself,
+    ~1e-6, so it is not compared between the runs: each run's must be below 1e-4, where an engine left with
+    stale weights is off by the step's update (measured: at most 7.2e-5 over the 300 quickstart steps)."""
     assert [d["step"] for d in got] == [d["step"] for d in expected]
     for g, e in zip(got, expected):
         assert g.keys() == e.keys(), e["step"]
         for key, value in e.items():
             if key.startswith(("timing/", "throughput/")):
                 continue
-            tol = max(abs_tol, 1e-6) if key.startswith("rollout/logp_diff") else abs_tol
-            assert g[key] == pytest.approx(value, rel=1e-5, abs=tol), (e["step"], key)
+            if key.startswith("rollout/logp_diff"):
+                for run, v in (("got", g[key]), ("expected", value)):
+                    within(v, 1e-4, f"step {e['step']} {key} ({run})")
+            elif isinstance(value, float):
+                within(abs(g[key] - value), max(1e-5 * abs(value), abs_tol), f"step {e['step']} {key}")
+            else:
+                assert g[key] == value, (e["step"], key)
+
+
+def max_rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| over max |want|: float32 rounding grows with the tensor's scale, not elementwise (an
+    elementwise atol tuned on one CPU failed on another's kernels)."""
+    return ((got.double() - want.double()).abs().max() / want.double().abs().max().clamp_min(1e-30)).item()
 
 
 def rollout_batch(tokenizer, n: int, seed: int = 0) -> RolloutBatch:

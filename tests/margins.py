@@ -12,7 +12,9 @@ Recorded, with no change to the tests that use them:
 - `pytest.approx`: |actual - expected| / tolerance, per scalar (sequences and mappings compare scalar by scalar).
 A hand-written comparison uses `within(error, bound, what)`, which asserts and records.
 
-Exact comparisons (a bound of 0) are not margins and are not recorded. Only calls made from tests/ count (the
+Exact comparisons (a bound of 0) are not margins and are not recorded, nor are those of tests marked
+`seeded_statistics`: a seeded sample's distance from its expectation is sampling noise, the same on every machine
+(numpy's and torch's CPU generators are), not float rounding. Only calls made from tests/ count (the
 libraries under test call torch.allclose too). `RLVR_MARGINS_JSON=path` writes every record to a file.
 """
 
@@ -31,8 +33,8 @@ THIS = Path(__file__).resolve()
 TIGHT = 0.1  # error / bound above this: a margin under 10x
 SHOWN = 5
 
-_records: list[tuple[float, str, str]] = []  # (error / bound, where, test)
-_current_test = ""
+_records: list[tuple[float, str, str]] = []  # (error / bound, where, test or test [what])
+_current_test: str | None = ""  # None: a test whose comparisons are not recorded
 
 
 def _caller() -> str | None:
@@ -48,18 +50,18 @@ def _caller() -> str | None:
     return None
 
 
-def record(ratio: float, where: str | None = None) -> None:
+def record(ratio: float, where: str | None = None, what: object = "") -> None:
     where = where or _caller()
-    if where is not None and not math.isnan(ratio):
-        _records.append((ratio, where, _current_test))
+    if where is not None and not math.isnan(ratio) and _current_test is not None:
+        _records.append((ratio, where, f"{_current_test} [{what}]" if what != "" else _current_test))
 
 
 def within(error, bound: float, what: object = "") -> None:
     """assert error <= bound (a float or a 0-d tensor), recording error / bound."""
-    error = float(error)
+    error = float(error.detach() if isinstance(error, torch.Tensor) else error)
     assert error <= bound, f"{what}: error {error:.3g} > bound {bound:.3g}"
     if bound > 0:
-        record(error / bound, _caller())
+        record(error / bound, _caller(), what)
 
 
 # torch.testing's default (rtol, atol) by dtype; other dtypes compare exactly
@@ -123,9 +125,9 @@ def install() -> None:
     _pytest.approx.ApproxScalar.__eq__ = recording_approx_eq
 
 
-def set_current_test(nodeid: str) -> None:
+def set_current_test(item) -> None:
     global _current_test
-    _current_test = nodeid
+    _current_test = None if item.get_closest_marker("seeded_statistics") else item.nodeid
 
 
 def report(write_line) -> None:

@@ -24,12 +24,12 @@ def test_k1_k2_k3_hand_values():
 def test_k3_keeps_its_digits_near_the_reference():
     # a policy close to its reference: d = 1e-4 .. 1e-2, k3 = d^2/2 + d^3/6 + ... = 5e-9 .. 5e-5. In float32,
     # exp(d) - d - 1 carries the rounding of exp(d) near 1, ~eps (relative error 10 at d = 1e-4); expm1(d) - d
-    # carries that of expm1(d) ~ d, ~eps * d: measured at most 0.39 eps * d (AMD EPYC), bound 4 eps * d
+    # carries that of expm1(d) ~ d, ~eps * d: measured at most 0.39 eps * d (AMD EPYC), bound 8 eps * d
     d = torch.logspace(-4, -2, 9, dtype=torch.float64).view(1, -1)
     eps_d = torch.finfo(torch.float32).eps * d
     exact = kl_penalty(torch.zeros_like(d), d, "k3")
     got = kl_penalty(torch.zeros_like(d, dtype=torch.float32), d.float(), "k3").double()
-    within(((got - exact).abs() / eps_d).max(), 4.0, "k3 error over eps * d")
+    within(((got - exact).abs() / eps_d).max(), 8.0, "k3 error over eps * d")
     naive = (d.float().exp() - d.float() - 1).double()
     assert ((naive - exact).abs() / eps_d).max() > 100  # what the old formula lost
     assert ((naive - exact).abs() / exact).max() > 1e-2
@@ -45,6 +45,7 @@ def test_k3_is_non_negative_zero_at_equality_and_clamped():
     assert_close(far, torch.tensor([[math.exp(20) - 21]]))
 
 
+@pytest.mark.seeded_statistics
 def test_k1_and_k3_are_unbiased_on_samples_from_pi():
     # pi = [0.5, 0.25, 0.25], ref = [0.25, 0.25, 0.5]:
     # KL(pi||ref) = 0.5 ln(0.5/0.25) + 0.25 ln 1 + 0.25 ln(0.25/0.5) = 0.5 ln2 - 0.25 ln2 = 0.25 ln2 = 0.1733

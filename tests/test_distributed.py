@@ -45,6 +45,11 @@ def launch(nproc: int, *cmd: str, config: str = "ddp.yaml", **kwargs) -> subproc
 
 
 def assert_close_state(a: dict, b: dict, rel: float) -> None:
+    """Per tensor, the norm of the difference within `rel` of the norm. The two-process runs are held to 1e-4:
+    a key bias's gradient is small (it shifts a query's logits almost uniformly; only RoPE makes it depend on
+    the key's position), so Adam's normalised step carries its rounding: k_proj.bias measured 1.5e-6 apart here,
+    1.06e-5 on another AMD EPYC. A rank's gradient missing or not averaged moves each tensor by its update,
+    about 1e-2 of its norm in these 2 steps."""
     assert a.keys() == b.keys()
     for k in a:
         diff = (a[k] - b[k]).norm() / a[k].norm().clamp(min=1e-12)
@@ -63,9 +68,11 @@ def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
         # (ulp 5e-7), k3 ~ d^2/2 carries ~1e-4 relative rounding: measured 3.8e-6 apart on an AMD EPYC
         rel = 1e-4 if key == "kl/ref" else 1e-5
         assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=rel), key
-    assert_close_state(one["state"], two["state"], rel=1e-5)
+    assert_close_state(one["state"], two["state"], rel=1e-4)
     for key, value in one["entropy"].items():  # quantiles, mean, histogram over all ranks' tokens
-        assert two["entropy"][key] == pytest.approx(value, rel=1e-6), key
+        # each token's entropy in another micro-batch shape: float32 rounding, measured 1.7e-7 relative; a
+        # rank's tokens missing from the gather moves a quantile by ~1e-2
+        assert two["entropy"][key] == pytest.approx(value, rel=1e-5), key
 
 
 @pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml", "zero3.yaml"])
@@ -99,7 +106,7 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path, co
     assert [m["step"] for m in lines_two] == [1, 2]
     assert_same_metrics(lines_two, lines_one)
     weights = [load_file(d / "checkpoints/step_000002/policy/model.safetensors") for d in (one, two)]
-    assert_close_state(*weights, rel=1e-5)
+    assert_close_state(*weights, rel=1e-4)
 
     # the 2-process checkpoint goes on in one process
     run_train(tiny_cache, two, *overrides[1:], "trainer.total_steps=3")

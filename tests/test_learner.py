@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from accelerate import Accelerator
-from helpers import rollout_batch
+from helpers import max_rel_error, rollout_batch
 from margins import within
 
 from rlvr.algo import entropy_from_logits, logprobs_from_logits
@@ -25,12 +25,6 @@ def _plain(model, batch, temperature):
     return logp * mask, ent * mask
 
 
-def _max_rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got - want| over max |want|: float32 rounding grows with the tensor's scale, not elementwise (an
-    elementwise atol tuned on one CPU failed on another's kernels)."""
-    return ((got.double() - want.double()).abs().max() / want.double().abs().max().clamp_min(1e-30)).item()
-
-
 @pytest.mark.parametrize("chunk_size", [3, 7, 4096])  # 3 and 7 do not divide the 18 response tokens
 def test_chunked_logp_entropy_and_grads_equal_plain(tiny_model, tokenizer, chunk_size):
     """Chunked float32 against the plain computation in float64. Measured on an AMD EPYC: logp and entropy
@@ -44,14 +38,14 @@ def test_chunked_logp_entropy_and_grads_equal_plain(tiny_model, tokenizer, chunk
         tiny_model, batch.input_ids, batch.attention_mask, batch.response_mask, 0.7, chunk_size
     )
     ref_logp, ref_ent = _plain(exact, batch, 0.7)
-    within((logp.double() - ref_logp).abs().max(), 2e-5, "logp")  # nats; log-probs of about -5.5
-    within((ent.double() - ref_ent).abs().max(), 2e-5, "entropy")
+    within((logp.double() - ref_logp).abs().max(), 5e-5, "logp")  # nats; log-probs of about -5.5
+    within((ent.double() - ref_ent).abs().max(), 5e-5, "entropy")
     assert (logp[~batch.response_mask] == 0).all()
 
     (logp * w).sum().backward()
     (ref_logp * w.double()).sum().backward()
     for (name, p), q in zip(tiny_model.named_parameters(), exact.parameters()):
-        within(_max_rel_error(p.grad, q.grad), 2e-5, name)
+        within(max_rel_error(p.grad, q.grad), 2e-5, name)
 
 
 def test_lr_factor_warmup_then_cosine():
@@ -82,8 +76,10 @@ def test_update_is_independent_of_micro_batch_size(tiny_model, tokenizer):
     mb, _ = b.update(batch)
     assert ma["loss/policy"] == pytest.approx(mb["loss/policy"], rel=1e-5)
     assert ma["grad/norm"] == pytest.approx(mb["grad/norm"], rel=1e-4)
-    for p, q in zip(a.unwrapped.parameters(), b.unwrapped.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
+    # float32 rounding, ~1e-7 of each tensor's largest weight; a micro-batch that lost or double-counted
+    # sequences moves the weights by lr * its share of the gradient, 1e-3 of them
+    for (name, p), q in zip(a.unwrapped.named_parameters(), b.unwrapped.parameters()):
+        within(max_rel_error(p.detach(), q.detach()), 1e-5, name)
     changed = any(not torch.equal(p, q) for p, q in zip(a.unwrapped.parameters(), tiny_model.parameters()))
     assert changed, "the update must move the weights"
 
@@ -136,8 +132,8 @@ def test_tis_with_matching_rollout_logprobs_changes_nothing(tiny_model, tokenize
     assert m_tis["rollout/tis_clip_frac"] == 0.0
     assert m_tis["loss/policy"] == pytest.approx(m_plain["loss/policy"], rel=1e-5)
     assert m_tis["grad/norm"] == pytest.approx(m_plain["grad/norm"], rel=1e-5)
-    for p, q in zip(plain.unwrapped.parameters(), tis.unwrapped.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
+    for (name, p), q in zip(plain.unwrapped.named_parameters(), tis.unwrapped.parameters()):
+        within(max_rel_error(p.detach(), q.detach()), 1e-5, name)
 
 
 @pytest.mark.parametrize(("cap", "weight", "clip_frac"), [(3.0, 2.0, 0.0), (1.5, 1.5, 1.0)])

@@ -120,6 +120,7 @@ def test_law_fit_needs_three_points_and_a_spread():
         fit_entropy_law([0.1, 0.2, 0.3], [0.1])
 
 
+@pytest.mark.seeded_statistics
 @pytest.mark.parametrize("seed", range(5))
 def test_law_fit_recovers_a_and_b_from_noisy_data(seed):
     # R = -0.6 exp(H) + 0.9 at 20 entropies in [0.1, 1.0], plus N(0, 0.01) noise on each accuracy
