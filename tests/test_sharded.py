@@ -31,7 +31,10 @@ def _script():
 
 def assert_close_adam(a: dict, b: dict, rel: float) -> None:
     """Two full optimizer states (`gather_full_state`): the same parameter names and hyperparameters, Adam's
-    steps equal, its moments within `rel` (norm of the difference over the norm, per tensor)."""
+    steps equal, its moments within `rel` (norm of the difference over the norm, per tensor). Sharded against
+    one process they are held to 1e-4: a moment is a running mean of gradients, whose small elements carry
+    their summation order's rounding (exp_avg measured 1.3e-6 apart under ZeRO-3); a missing or unreduced
+    shard's moments are off by O(1)."""
     groups = [[{**g, "betas": tuple(g["betas"])} for g in s["param_groups"]] for s in (a, b)]
     assert groups[0] == groups[1]  # a loaded state may hold the betas as a list
     assert a["state"].keys() == b["state"].keys()
@@ -65,7 +68,8 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer, c
         rel = 1e-4 if key == "kl/ref" else 1e-5
         assert two["metrics"][key] == pytest.approx(metrics[key], rel=rel), key
     files = [load_file(d / "policy" / "model.safetensors") for d in (saved, sharded)]
-    assert_close_state(*files, rel=1e-5)  # same names too: the tied lm_head written once, as by 1 process
+    # same names too: the tied lm_head written once, as by 1 process; 1e-4 as in test_distributed (k_proj.bias)
+    assert_close_state(*files, rel=1e-4)
     streamed = two["streamed"]  # what weight sync hands vLLM: every tensor gathered in full, tied lm_head too
     assert streamed["lm_head.weight"].equal(streamed["model.embed_tokens.weight"])
     assert_close_state({k: streamed[k] for k in files[1]}, files[1], rel=0.0)
@@ -77,18 +81,19 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer, c
     for key in ("loss/policy", "grad/norm"):
         assert sharded_metrics_2[key] == pytest.approx(metrics_2[key], rel=1e-5), key
     # just after a reset the KL is a small difference of nearly equal log-probs (7e-4 here): the weights'
-    # rounding-level differences (~1e-6 relative) reach it ~30-fold
-    assert sharded_metrics_2["kl/ref"] == pytest.approx(metrics_2["kl/ref"], rel=1e-4)
-    assert_close_state(weights_2, sharded_weights_2, rel=1e-5)
+    # rounding-level differences (~1e-6 relative) reach it ~30-fold: measured 9e-6 apart; a reference reset to
+    # the wrong weights moves it by O(1)
+    assert sharded_metrics_2["kl/ref"] == pytest.approx(metrics_2["kl/ref"], rel=1e-3)
+    assert_close_state(weights_2, sharded_weights_2, rel=1e-4)
     assert float(next(iter(optimizer_2["state"].values()))["step"]) == 2  # restarted: 2 mini-batch steps
-    assert_close_adam(optimizer_2, sharded_optimizer_2, rel=1e-5)
+    assert_close_adam(optimizer_2, sharded_optimizer_2, rel=1e-4)
 
     # the sharded checkpoint resumes in one plain process: weights and Adam's state as the 1-process update's
     model = AutoModelForCausalLM.from_pretrained(sharded / "policy", dtype=torch.float32)
     plain = script.make_learner(model)
     plain.restore(checkpoint.load_state(sharded)["optimizer"], sharded / "policy")
-    assert_close_state(weights, dict(plain.unwrapped.state_dict()), rel=1e-5)
-    assert_close_adam(optimizer, checkpoint.gather_full_state(plain.unwrapped, plain.optimizer)[1], rel=1e-5)
+    assert_close_state(weights, dict(plain.unwrapped.state_dict()), rel=1e-4)
+    assert_close_adam(optimizer, checkpoint.gather_full_state(plain.unwrapped, plain.optimizer)[1], rel=1e-4)
 
     # and the 1-process checkpoint in a sharded learner: gathered again, the same state
     loaded = torch.load(tmp_path / "loaded.pt", weights_only=False)
