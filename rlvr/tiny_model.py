@@ -86,19 +86,25 @@ def _sequence(tokenizer, a: int, b: int, answer: int) -> tuple[list[int], int]:
     return prompt + target, len(prompt)
 
 
+def _batch(seqs: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [N, T], completion [N, T]) from `_sequence`s: right-padded (a causal model never sees the padding
+    after a sequence), `completion` True at each completion token."""
+    width = max(len(s) for s, _ in seqs)
+    x = torch.full((len(seqs), width), pad_id)
+    completion = torch.zeros(len(seqs), width, dtype=torch.bool)
+    for i, (s, n_prompt) in enumerate(seqs):
+        x[i, : len(s)] = torch.tensor(s)
+        completion[i, n_prompt : len(s)] = True
+    return x, completion
+
+
 @torch.no_grad()
 def expected_accuracy(model, tokenizer, problems: list[tuple[int, int]]) -> float:
     """Mean probability of sampling exactly the right completion at temperature 1 (exact, by teacher forcing)."""
     model.eval()
-    seqs = [_sequence(tokenizer, a, b, a + b) for a, b in problems]
-    width = max(len(s) for s, _ in seqs)
-    x = torch.full((len(seqs), width), tokenizer.pad_token_id)
-    scored = torch.zeros(len(seqs), width - 1, dtype=torch.bool)  # positions that predict a completion token
-    for i, (s, n_prompt) in enumerate(seqs):
-        x[i, : len(s)] = torch.tensor(s)  # right-padded: the causal model never sees the padding it precedes
-        scored[i, n_prompt - 1 : len(s) - 1] = True
+    x, completion = _batch([_sequence(tokenizer, a, b, a + b) for a, b in problems], tokenizer.pad_token_id)
     logp = F.log_softmax(model(x).logits[:, :-1].double(), dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1)
-    return logp.masked_fill(~scored, 0.0).sum(-1).exp().mean().item()
+    return logp.masked_fill(~completion[:, 1:], 0.0).sum(-1).exp().mean().item()
 
 
 def warm_start(
@@ -122,12 +128,8 @@ def warm_start(
             _sequence(tokenizer, a, b, synthetic.teacher_answer(a, b, rng, p_correct))
             for a, b in rng.choices(train, k=64)
         ]
-        width = max(len(s) for s, _ in seqs)
-        x = torch.full((len(seqs), width), tokenizer.pad_token_id)
-        loss_mask = torch.zeros(len(seqs), width)
-        for i, (s, n_prompt) in enumerate(seqs):
-            x[i, : len(s)] = torch.tensor(s)
-            loss_mask[i, n_prompt : len(s)] = 1.0
+        x, completion = _batch(seqs, tokenizer.pad_token_id)
+        loss_mask = completion.float()
         logits = model(x).logits[:, :-1]
         token_loss = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
         loss = (token_loss * loss_mask[:, 1:]).sum() / loss_mask[:, 1:].sum()
