@@ -25,9 +25,9 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     path: str = MISSING  # local Hugging Face model dir (no hub downloads at run time)
-    builtin: str | None = (
-        None  # "tiny-addition": build the embedded default model + data at `path` if missing
-    )
+    # an embedded model (rlvr.tiny_model.TASKS: "tiny-addition", the quickstart's; "tiny-chain", the entropy
+    # lab's): its shipped weights and data splits are installed at `path`'s parent if missing
+    builtin: str | None = None
     dtype: str = "float32"  # learner weights: float32 | bfloat16 (fp32 master weights kept by the optimizer)
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
@@ -158,6 +158,9 @@ class RewardConfig:
         0.0  # reward of a sample whose verification ran out of time (counted in verify/timeout_frac)
     )
     timeout_s: float = 5.0  # per-sample verification time limit
+    # a completion without a \boxed{} answer gets no_answer, whatever else math-verify could read in it (a last
+    # bare number): a strict format, so a policy cannot learn to drop the box and be scored on its last number
+    require_boxed: bool = False
     num_workers: int = 2
 
 
@@ -411,7 +414,7 @@ def validate(cfg: RLVRConfig) -> None:
         f"must be > 0 and needs learner.pack=true, or null (the longest sequence), got {row_tokens}",
     )
     _one_of(cfg.model.dtype, ("float32", "bfloat16"), "model.dtype")
-    _one_of(cfg.model.builtin, (None, "tiny-addition"), "model.builtin")
+    _one_of(cfg.model.builtin, (None, "tiny-addition", "tiny-chain"), "model.builtin")
     _require(
         cfg.model.builtin is not None or os.path.isdir(cfg.model.path),
         "model.path",

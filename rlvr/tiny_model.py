@@ -1,18 +1,23 @@
-"""The embedded default model: a byte-level tokenizer and a small Qwen2 model, warm-started on the synthetic task.
+"""The embedded models: a byte-level tokenizer and small Qwen2 models, each warm-started on a synthetic task.
 
-No model can be downloaded here, so the project builds its own. `build_tiny_assets(out_dir)` writes
+No model can be downloaded here, so the project builds its own, one per TASKS entry (`model.builtin`):
+
+    tiny-addition   two-digit addition (rlvr.data.synthetic), the quickstart's default
+    tiny-chain      three numbers added in two steps, with forks (rlvr.data.chain), the entropy lab's
+
+`build_tiny_assets(out_dir, task)` writes
 
     out_dir/model/        a Hugging Face model dir (config.json, model.safetensors, tokenizer files)
-    out_dir/train.jsonl   the train split of two-digit addition
-    out_dir/eval.jsonl    the disjoint held-out split
+    out_dir/train.jsonl   the task's train split
+    out_dir/eval.jsonl    its disjoint held-out split
     out_dir/build.json    how it was built, the held-out accuracy it starts RL with, the weights' sha256
 
-The warm start is a supervised phase on a noisy teacher (see rlvr.data.synthetic), stopped when the model answers
-correctly a fifth of the time at temperature 1, so that a group of G answers holds both outcomes and RL has signal
-from step 0.
+The warm start is a supervised phase on a noisy teacher, stopped when the model answers correctly at temperature
+1 as often as the task's target (a fifth of the time for addition), so that a group of G answers holds both
+outcomes and RL has signal from step 0.
 
 The same recipe and seed give a different model on another CPU (thousands of steps amplify float rounding), so
-one build is shipped in the repo (SHIPPED, 1.3 MB, made by scripts/build_tiny_model.py --ship) and
+each build is shipped in the repo (rlvr/assets/<name>, ~1-3 MB, made by scripts/build_tiny_model.py --ship) and
 `install_tiny_assets` copies it where the config points: every machine starts RL from the same weights. A
 rebuild (scripts/build_tiny_model.py) is optional; its calibrated stop puts it near the same accuracy.
 """
@@ -26,22 +31,63 @@ import platform
 import random
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from rlvr.data import synthetic
+from rlvr.data import chain, synthetic
 
 EOS, PAD, BOXED = "<|endoftext|>", "<|pad|>", "\\boxed{"
-# Bump when the build recipe (task, tokenizer, model shape, warm start, defaults) changes: assets built by another
-# recipe are rebuilt instead of silently reused (a cache built by a 1,500-step warm start once sat under a
-# 3,000-step default and started RL at 0.08 instead of 0.19).
-RECIPE = 3
-# Where the warm start stops: held-out accuracy at temperature 1 (see build_tiny_assets).
-TARGET_ACCURACY = 0.20
-# The model shipped in the repo, built by scripts/build_tiny_model.py with these defaults, with its build.json.
-SHIPPED = Path(__file__).parent / "assets" / "tiny-addition"
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class TinyTask:
+    """One embedded model: its task's data and teacher, the model's depth, and where its warm start stops."""
+
+    name: str  # model.builtin, and the name of its assets' directory
+    # Bump when the build recipe (task, tokenizer, model shape, warm start, defaults) changes: assets built by
+    # another recipe are rebuilt instead of silently reused (a cache built by a 1,500-step warm start once sat
+    # under a 3,000-step default and started RL at 0.08 instead of 0.19).
+    recipe: int
+    description: str
+    num_layers: int
+    target_accuracy: float  # where the warm start stops: held-out accuracy at temperature 1
+    max_sft_steps: int
+    check_every: int
+    splits: Callable[[], tuple[list, list]]  # (train, held_out) problems
+    teacher_batch: Callable[[list, random.Random, int], list[tuple[str, str]]]  # (question, completion) pairs
+    solutions: Callable[[object], tuple[str, list[str]]]  # a problem's question and all its right completions
+    write_splits: Callable[[Path], None]
+    info: dict = field(default_factory=dict)  # recorded in build.json
+
+    @property
+    def shipped(self) -> Path:
+        return ASSETS / self.name
+
+
+TASKS = {
+    task.name: task
+    for task in (
+        TinyTask(
+            "tiny-addition", 3, "two-digit addition, noisy teacher", 2, 0.20, 10_000, 250,
+            synthetic.addition_splits, synthetic.teacher_batch, synthetic.solutions, synthetic.write_splits,
+            {"p_correct": 0.35},
+        ),
+        TinyTask(
+            "tiny-chain", 1, "three two-digit numbers added in two steps, three orders, slips on carries", 4,
+            0.15, 6_000, 250, chain.chain_splits, chain.teacher_batch, chain.solutions, chain.write_splits,
+            {"slip_base": chain.SLIP_BASE, "slip_per_carry": chain.SLIP_PER_CARRY},
+        ),
+    )
+}  # fmt: skip
+ADDITION = TASKS["tiny-addition"]
+TASK_DEFAULT = object()  # build_tiny_assets' default target: the task's own
+# The quickstart's model, and its recipe and target (kept under these names for the tests and scripts).
+RECIPE, TARGET_ACCURACY, SHIPPED = ADDITION.recipe, ADDITION.target_accuracy, ADDITION.shipped
 
 
 def build_tokenizer():
@@ -58,14 +104,14 @@ def build_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, model_max_length=128)
 
 
-def build_model(vocab_size: int, eos_id: int, pad_id: int, seed: int):
+def build_model(vocab_size: int, eos_id: int, pad_id: int, seed: int, num_layers: int = 2):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=256,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=128,
@@ -78,11 +124,9 @@ def build_model(vocab_size: int, eos_id: int, pad_id: int, seed: int):
     return Qwen2ForCausalLM(config)
 
 
-def _sequence(tokenizer, a: int, b: int, answer: int) -> tuple[list[int], int]:
-    prompt = tokenizer(synthetic.question(a, b), add_special_tokens=False)["input_ids"]
-    target = tokenizer(synthetic.completion(answer), add_special_tokens=False)["input_ids"] + [
-        tokenizer.eos_token_id
-    ]
+def _sequence(tokenizer, question: str, completion: str) -> tuple[list[int], int]:
+    prompt = tokenizer(question, add_special_tokens=False)["input_ids"]
+    target = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt + target, len(prompt)
 
 
@@ -99,20 +143,28 @@ def _batch(seqs: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def expected_accuracy(model, tokenizer, problems: list[tuple[int, int]]) -> float:
-    """Mean probability of sampling exactly the right completion at temperature 1 (exact, by teacher forcing)."""
+def expected_accuracy(model, tokenizer, problems: list, task: TinyTask = ADDITION) -> float:
+    """Mean over problems of the probability of sampling one of its right completions at temperature 1 (exact,
+    by teacher forcing each of them; for the chain task a lower bound, which leaves out chains whose slips
+    cancel)."""
     model.eval()
-    x, completion = _batch([_sequence(tokenizer, a, b, a + b) for a, b in problems], tokenizer.pad_token_id)
+    owners, seqs = [], []
+    for i, problem in enumerate(problems):
+        question, completions = task.solutions(problem)
+        owners += [i] * len(completions)
+        seqs += [_sequence(tokenizer, question, c) for c in completions]
+    x, completion = _batch(seqs, tokenizer.pad_token_id)
     logp = F.log_softmax(model(x).logits[:, :-1].double(), dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1)
-    return logp.masked_fill(~completion[:, 1:], 0.0).sum(-1).exp().mean().item()
+    p = logp.masked_fill(~completion[:, 1:], 0.0).sum(-1).exp()
+    per_problem = torch.zeros(len(problems), dtype=torch.float64).index_add_(0, torch.tensor(owners), p)
+    return per_problem.mean().item()
 
 
 def warm_start(
     model,
     tokenizer,
-    train: list[tuple[int, int]],
+    teacher_batch: Callable[[random.Random, int], list[tuple[str, str]]],
     max_steps: int,
-    p_correct: float,
     seed: int,
     done=None,
     check_every: int = 250,
@@ -124,10 +176,7 @@ def warm_start(
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     for step in range(max_steps):
         model.train()
-        seqs = [
-            _sequence(tokenizer, a, b, synthetic.teacher_answer(a, b, rng, p_correct))
-            for a, b in rng.choices(train, k=64)
-        ]
+        seqs = [_sequence(tokenizer, q, c) for q, c in teacher_batch(rng, 64)]
         x, completion = _batch(seqs, tokenizer.pad_token_id)
         loss_mask = completion.float()
         logits = model(x).logits[:, :-1]
@@ -145,14 +194,15 @@ def warm_start(
     return max_steps
 
 
-def assets_current(out_dir: str | Path) -> bool:
-    """Whether out_dir holds a complete build of this RECIPE (its model dir and a build.json that names it)."""
+def assets_current(out_dir: str | Path, task: TinyTask = ADDITION) -> bool:
+    """Whether out_dir holds a complete build of this task's recipe (its model dir and a build.json that names
+    both)."""
     out = Path(out_dir)
     try:
         info = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
         return False
-    return (out / "model").is_dir() and info.get("recipe") == RECIPE
+    return (out / "model").is_dir() and info.get("recipe") == task.recipe and info.get("builtin") == task.name
 
 
 def file_sha256(path: str | Path) -> str:
@@ -169,13 +219,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _write_assets(out: Path, write_model, info: dict, data: bool = True) -> Path:
+def _write_assets(out: Path, write_model, info: dict, task: TinyTask, data: bool = True) -> Path:
     """The data splits (with `data`), then the model dir (written by `write_model(dir)` aside and renamed into
     place), then build.json last: a directory with a current build.json is complete."""
     if data:
-        train, held_out = synthetic.addition_splits()
-        synthetic.write_jsonl(train, out / "train.jsonl")
-        synthetic.write_jsonl(held_out, out / "eval.jsonl")
+        task.write_splits(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -189,39 +237,44 @@ def _write_assets(out: Path, write_model, info: dict, data: bool = True) -> Path
     return out / "model"
 
 
-def install_tiny_assets(out_dir: str | Path) -> Path:
-    """The shipped model (SHIPPED, built once by build_tiny_assets and kept in the repo with its build.json)
-    and the data splits, written into out_dir: the same weights on every machine, in a second."""
-    info = {**json.loads((SHIPPED / "build.json").read_text()), "installed_from": "shipped"}
-    return _write_assets(Path(out_dir), lambda tmp: shutil.copytree(SHIPPED / "model", tmp), info)
+def install_tiny_assets(out_dir: str | Path, task: TinyTask = ADDITION) -> Path:
+    """The task's shipped model (built once by build_tiny_assets and kept in the repo with its build.json) and
+    its data splits, written into out_dir: the same weights on every machine, in a second."""
+    info = {**json.loads((task.shipped / "build.json").read_text()), "installed_from": "shipped"}
+    return _write_assets(Path(out_dir), lambda tmp: shutil.copytree(task.shipped / "model", tmp), info, task)
 
 
 def build_tiny_assets(
     out_dir: str | Path,
-    max_sft_steps: int = 10_000,
-    target_accuracy: float | None = TARGET_ACCURACY,
-    p_correct: float = 0.35,
+    task: TinyTask = ADDITION,
+    max_sft_steps: int | None = None,
+    target_accuracy: float | None | object = TASK_DEFAULT,
     seed: int = 0,
-    check_every: int = 250,
+    check_every: int | None = None,
     data: bool = True,
 ) -> Path:
-    """Build the tokenizer, warm-started model and data splits into out_dir (see module docstring).
+    """Build the tokenizer, warm-started model and data splits of `task` into out_dir (see module docstring).
 
-    The warm start is calibrated: it stops at the first check (every `check_every` steps) where the held-out
-    accuracy at temperature 1 reaches `target_accuracy`, so that RL starts from the same accuracy on every
-    machine whatever its float rounding (3,000 fixed steps gave 0.106 on an AMD EPYC, 0.19 on an Intel Xeon).
-    With `target_accuracy=None` it runs all `max_sft_steps`. Without `data`, only the model and build.json (the
-    shipped copy: the splits are written wherever it is installed)."""
+    The warm start is calibrated: it stops at the first check (every `check_every` steps, the task's by default)
+    where the held-out accuracy at temperature 1 reaches `target_accuracy` (the task's by default), so that RL
+    starts from the same accuracy on every machine whatever its float rounding (3,000 fixed steps of the addition
+    model gave 0.106 on an AMD EPYC, 0.19 on an Intel Xeon). With `target_accuracy=None` it runs all
+    `max_sft_steps` (the task's by default). Without `data`, only the model and build.json (the shipped copy: the
+    splits are written wherever it is installed)."""
     out = Path(out_dir)
+    max_sft_steps = task.max_sft_steps if max_sft_steps is None else max_sft_steps
+    check_every = task.check_every if check_every is None else check_every
+    target_accuracy = task.target_accuracy if target_accuracy is TASK_DEFAULT else target_accuracy
     started = time.time()
-    train, held_out = synthetic.addition_splits()
+    train, held_out = task.splits()
     tokenizer = build_tokenizer()
-    model = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed)
+    model = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed, task.num_layers)
     done = None
     if target_accuracy is not None:
-        done = lambda m: expected_accuracy(m, tokenizer, held_out) >= target_accuracy  # noqa: E731
-    steps = warm_start(model, tokenizer, train, max_sft_steps, p_correct, seed, done, check_every)
-    accuracy = expected_accuracy(model, tokenizer, held_out)
+        done = lambda m: expected_accuracy(m, tokenizer, held_out, task) >= target_accuracy  # noqa: E731
+    teacher = lambda rng, n: task.teacher_batch(train, rng, n)  # noqa: E731
+    steps = warm_start(model, tokenizer, teacher, max_sft_steps, seed, done, check_every)
+    accuracy = expected_accuracy(model, tokenizer, held_out, task)
     if target_accuracy is not None and accuracy < target_accuracy:
         raise RuntimeError(
             f"the warm start reached held-out accuracy {accuracy:.3f} in {max_sft_steps} steps, short of "
@@ -236,9 +289,10 @@ def build_tiny_assets(
         info["model_sha256"] = file_sha256(tmp / "model.safetensors")
 
     info = {
-        "recipe": RECIPE,
-        "task": "two-digit addition, noisy teacher",
-        "p_correct": p_correct,
+        "builtin": task.name,
+        "recipe": task.recipe,
+        "task": task.description,
+        **task.info,
         "seed": seed,
         "target_accuracy": target_accuracy,
         "max_sft_steps": max_sft_steps,
@@ -249,4 +303,4 @@ def build_tiny_assets(
         "built_on": f"{_cpu_name()}, torch {torch.__version__}",
         "build_seconds": round(time.time() - started, 1),
     }
-    return _write_assets(out, write_model, info, data)
+    return _write_assets(out, write_model, info, task, data)

@@ -58,27 +58,29 @@ def derive_seed(*parts: object) -> int:
 
 
 def ensure_builtin_assets(cfg: RLVRConfig) -> None:
-    """Install the embedded default's shipped model and its data splits (a second) where `model.path` points,
-    if they are not there yet, or are another recipe's."""
+    """Install the embedded model `model.builtin`'s shipped weights and its data splits (a second) where
+    `model.path` points, if they are not there yet, or are another recipe's."""
     from rlvr.config import ConfigError
-    from rlvr.tiny_model import RECIPE, assets_current, install_tiny_assets
+    from rlvr.tiny_model import TASKS, assets_current, install_tiny_assets
 
-    root = Path(cfg.model.path).parent
-    if cfg.model.builtin is None or assets_current(root):
+    if cfg.model.builtin is None:
+        return
+    task, root = TASKS[cfg.model.builtin], Path(cfg.model.path).parent
+    if assets_current(root, task):
         return
     if Path(cfg.model.path).name != "model":
         raise ConfigError("model.path", f"must be <dir>/model for model.builtin, got {cfg.model.path}")
     if os.environ.get("LOCAL_RANK", "0") != "0":  # under a launcher, local rank 0 installs; the others wait
         deadline = time.monotonic() + BUILD_WAIT_S
-        while not assets_current(root):  # build.json is written last
+        while not assets_current(root, task):  # build.json is written last
             if time.monotonic() > deadline:
                 raise RuntimeError(f"model.path: {cfg.model.path} did not appear within {BUILD_WAIT_S} s")
             time.sleep(1.0)
         return
     if Path(cfg.model.path).is_dir():
-        log.warning("replacing the embedded tiny model at %s: another recipe's (now %d)", root, RECIPE)
-    log.info("installing the embedded tiny model at %s", cfg.model.path)
-    install_tiny_assets(root)
+        log.warning("replacing the model at %s: not %s recipe %d", root, task.name, task.recipe)
+    log.info("installing the embedded model %s at %s", task.name, cfg.model.path)
+    install_tiny_assets(root, task)
 
 
 @dataclass
@@ -191,7 +193,9 @@ class Trainer:
             else "full policy on every process",
         )
         self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
-        self.verifier = MathVerifier(cfg.reward.num_workers, cfg.reward.timeout_s)
+        self.verifier = MathVerifier(
+            cfg.reward.num_workers, cfg.reward.timeout_s, require_boxed=cfg.reward.require_boxed
+        )
         self.sampler = PromptSampler(len(prep.train), cfg.trainer.seed)
         r = cfg.rollout
         self.params = SamplingParams(r.temperature, r.top_p, r.top_k, r.max_new_tokens, r.ignore_eos)

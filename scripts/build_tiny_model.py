@@ -1,31 +1,35 @@
-"""Build the embedded default: tokenizer, warm-started tiny Qwen2 model and addition data splits.
+"""Build an embedded model: tokenizer, warm-started tiny Qwen2 model and its task's data splits.
 
-python scripts/build_tiny_model.py [--out $RLVR_CACHE_DIR/tiny-addition] [--target-accuracy 0.2]
-python scripts/build_tiny_model.py --ship    # rebuild the copy shipped in rlvr/assets (model + build.json)
+python scripts/build_tiny_model.py [--task tiny-addition] [--out $RLVR_CACHE_DIR/<task>] [--target-accuracy A]
+python scripts/build_tiny_model.py --task tiny-chain --ship    # rebuild the copy shipped in rlvr/assets/<task>
 
 The trainer installs the shipped copy on first use; a build of your own replaces it in the cache until the
-recipe changes (rlvr.tiny_model.RECIPE).
+recipe changes (rlvr.tiny_model.TASKS[task].recipe).
 """
 
 import argparse
 import os
 
-from rlvr.tiny_model import SHIPPED, TARGET_ACCURACY, build_tiny_assets
+from rlvr.tiny_model import TASKS, build_tiny_assets
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="tiny-addition")
+    parser.add_argument("--out", help="default: $RLVR_CACHE_DIR/<task>")
     parser.add_argument(
-        "--out", default=os.path.join(os.environ.get("RLVR_CACHE_DIR", ".cache/rlvr"), "tiny-addition")
+        "--ship", action="store_true", help="write the model and build.json into rlvr/assets/<task>"
     )
-    parser.add_argument("--ship", action="store_true", help=f"write the model and build.json into {SHIPPED}")
-    parser.add_argument("--target-accuracy", type=float, default=TARGET_ACCURACY)
-    parser.add_argument("--max-sft-steps", type=int, default=10_000)
-    parser.add_argument("--p-correct", type=float, default=0.35)
+    parser.add_argument("--target-accuracy", type=float, help="default: the task's")
+    parser.add_argument("--max-sft-steps", type=int, help="default: the task's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    out = SHIPPED if args.ship else args.out
-    path = build_tiny_assets(
-        out, args.max_sft_steps, args.target_accuracy, args.p_correct, args.seed, data=not args.ship
+    task = TASKS[args.task]
+    out = (
+        task.shipped
+        if args.ship
+        else args.out or os.path.join(os.environ.get("RLVR_CACHE_DIR", ".cache/rlvr"), task.name)
     )
+    target = task.target_accuracy if args.target_accuracy is None else args.target_accuracy
+    path = build_tiny_assets(out, task, args.max_sft_steps, target, args.seed, data=not args.ship)
     print(path)
     print((path.parent / "build.json").read_text())

@@ -98,3 +98,18 @@ def rollout_batch(tokenizer, n: int, seed: int = 0) -> RolloutBatch:
         att[i, : len(p) + L] = 1
         resp[i, len(p) : len(p) + L] = True
     return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(n, width))
+
+
+def compose_config(*overrides: str):
+    """The typed RLVRConfig that `rlvr-train OVERRIDES...` would run (configs/ composed by Hydra)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rlvr.config import RLVRConfig, register_configs
+    from rlvr.train import CONFIG_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("config", overrides=list(overrides)))
+    assert isinstance(cfg, RLVRConfig)
+    return cfg

@@ -1,20 +1,14 @@
 import copy
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from rlvr.config import ConfigError, RLVRConfig, register_configs, validate
+from rlvr.config import ConfigError, RLVRConfig, validate
 from rlvr.train import CONFIG_DIR
 
-
-def _compose(*overrides: str) -> RLVRConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("config", overrides=list(overrides)))
-    assert isinstance(cfg, RLVRConfig)
-    return cfg
+_compose = compose_config
 
 
 @pytest.fixture(scope="module")

@@ -251,6 +251,15 @@ def test_fast_path_answers_without_the_workers():
         assert v.verify(completions, [r" \frac{1}{2}"] * 3) == [W, W, W]
 
 
+def test_require_boxed_leaves_no_answer_outside_a_box(verifier):
+    """math-verify reads a last bare number as the answer; with require_boxed that earns no_answer, while a box
+    is verified as before."""
+    completions = ["23+14=37,37+58=95", "37+58=95,\\boxed{95}", "so $\\boxed{95}$.", "\\boxed{94}"]
+    assert verifier.verify(completions, ["95"] * 4)[0] == C  # the reading require_boxed refuses
+    with MathVerifier(num_workers=1, timeout_s=TIMEOUT_S, require_boxed=True) as strict:
+        assert strict.verify(completions, ["95"] * 4) == [Verdict.NO_ANSWER, C, C, W]
+
+
 @pytest.mark.parametrize(
     "completion,gold,expected",
     [

@@ -14,7 +14,7 @@ from rlvr.data import synthetic
 from rlvr.tiny_model import (
     RECIPE,
     SHIPPED,
-    TARGET_ACCURACY,
+    TASKS,
     assets_current,
     build_tiny_assets,
     expected_accuracy,
@@ -35,23 +35,29 @@ def _cfg(model_dir) -> RLVRConfig:
     return cfg
 
 
-def test_the_shipped_model_is_the_one_its_build_json_describes():
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_shipped_model_is_the_one_its_build_json_describes(name):
     """Same bytes, this recipe, the calibrated stop, and (computed again on this CPU) the held-out accuracy it
     recorded, to the 4 digits build.json keeps (5e-5; another CPU's float rounding adds ~1e-6): bound 1e-3, where
     the models of other warm-start lengths differ by 1e-2 and more."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    info = json.loads((SHIPPED / "build.json").read_text())
-    assert info["recipe"] == RECIPE and info["target_accuracy"] == TARGET_ACCURACY
-    assert file_sha256(SHIPPED / "model" / "model.safetensors") == info["model_sha256"]
+    task = TASKS[name]
+    info = json.loads((task.shipped / "build.json").read_text())
+    assert info["builtin"] == name and info["recipe"] == task.recipe
+    assert info["target_accuracy"] == task.target_accuracy
+    assert file_sha256(task.shipped / "model" / "model.safetensors") == info["model_sha256"]
     assert info["sft_steps"] % info["check_every"] == 0 and info["sft_steps"] < info["max_sft_steps"]
-    model = AutoModelForCausalLM.from_pretrained(SHIPPED / "model")
+    model = AutoModelForCausalLM.from_pretrained(task.shipped / "model")
+    assert model.config.num_hidden_layers == task.num_layers
     assert sum(p.numel() for p in model.parameters()) == info["parameters"]
     accuracy = expected_accuracy(
-        model, AutoTokenizer.from_pretrained(SHIPPED / "model"), synthetic.addition_splits()[1]
+        model, AutoTokenizer.from_pretrained(task.shipped / "model"), task.splits()[1], task
     )
-    assert TARGET_ACCURACY <= accuracy < TARGET_ACCURACY + 0.03  # the first check past the target
-    within(abs(accuracy - info["heldout_expected_accuracy_t1"]), 1e-3, "held-out accuracy vs build.json")
+    assert task.target_accuracy <= accuracy < 0.3  # stopped at the first check past the target
+    within(
+        abs(accuracy - info["heldout_expected_accuracy_t1"]), 1e-3, f"{name}: held-out accuracy vs build.json"
+    )
 
 
 def test_first_use_installs_the_shipped_model_and_the_data(tmp_path):
@@ -100,7 +106,9 @@ def test_ensure_builtin_assets_replaces_only_another_recipe(tmp_path, monkeypatc
     out = tmp_path / "tiny-addition"
     build_tiny_assets(out, max_sft_steps=2, target_accuracy=None)
     calls = []
-    monkeypatch.setattr(tiny_model, "install_tiny_assets", lambda root: calls.append(root) or root / "model")
+    monkeypatch.setattr(
+        tiny_model, "install_tiny_assets", lambda root, task: calls.append(root) or root / "model"
+    )
     ensure_builtin_assets(_cfg(out / "model"))
     assert calls == []  # current (a rebuild of this recipe): kept
     _set_recipe(out, None)  # as a build.json from before recipes were recorded

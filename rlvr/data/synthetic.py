@@ -41,6 +41,28 @@ def teacher_answer(a: int, b: int, rng: random.Random, p_correct: float) -> int:
     return a + b + rng.choice(slips)
 
 
+def teacher_batch(
+    train: list[tuple[int, int]], rng: random.Random, n: int, p_correct: float = 0.35
+) -> list[tuple[str, str]]:
+    """n (question, completion) pairs for the warm start: train problems drawn with replacement, the teacher's
+    answers."""
+    return [
+        (question(a, b), completion(teacher_answer(a, b, rng, p_correct))) for a, b in rng.choices(train, k=n)
+    ]
+
+
+def solutions(problem: tuple[int, int]) -> tuple[str, list[str]]:
+    """The question and its one right completion."""
+    a, b = problem
+    return question(a, b), [completion(a + b)]
+
+
+def write_splits(out: Path) -> None:
+    train, held_out = addition_splits()
+    write_jsonl(train, out / "train.jsonl")
+    write_jsonl(held_out, out / "eval.jsonl")
+
+
 def write_jsonl(problems: list[tuple[int, int]], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

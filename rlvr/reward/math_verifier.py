@@ -63,6 +63,8 @@ _PERCENT = re.compile(r"%|[Pp]ercent|[Pp]ct")  # after the math, it makes the an
 _BRACE = re.compile(r"[{}]")
 # what math-verify reads as a box (latex2sympy2_extended's extract_boxed_content): \boxed or \fbox, spaces, {
 _BOX_OR_BRACE = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
+# a box, as math-verify reads one (`require_boxed`)
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # a plain integer that a float holds exactly, so no comparison (exact or rounded) can call two different ones equal
 _INTEGER = re.compile(r"-?\d{1,15}")
 
@@ -240,6 +242,8 @@ class MathVerifier:
     and that sample is TIMEOUT. Completions are cut to their last `max_chars` characters before sending, never
     inside a box (`tail_for_verify`): a box longer than `max_chars` is NO_ANSWER, flagged in `last_box_too_long`
     (one bool per sample of the last call, in input order; the metric verify/box_too_long_frac).
+    With `require_boxed`, a completion with no `\\boxed{}` (or `\\fbox{}`) is NO_ANSWER, whatever else
+    math-verify would read in it (a last bare number, "the answer is 5"): a strict answer format.
     With `fast_path` (the default), a sample that `fast_verdict` settles is not sent to a worker. Identical
     (completion, gold) pairs in one call are verified once (a low-entropy policy repeats itself);
     `last_sent` counts the samples the last call sent to workers.
@@ -253,11 +257,13 @@ class MathVerifier:
         timeout_s: float = 5.0,
         max_chars: int = 10_000,
         fast_path: bool = True,
+        require_boxed: bool = False,
         _verify_fn: Callable[[str, str, float], Verdict] = verify_one,
     ):
         if num_workers < 1 or timeout_s <= 0 or max_chars < 1:
             raise ValueError(f"bad num_workers={num_workers}, timeout_s={timeout_s} or max_chars={max_chars}")
         self.timeout_s, self.max_chars, self.fast_path = timeout_s, max_chars, fast_path
+        self.require_boxed = require_boxed
         self.hard_limit_s = timeout_s * 2 + 1
         ctx = mp.get_context("spawn")
         self._new_worker = lambda: _Worker(ctx, _verify_fn, timeout_s)
@@ -279,6 +285,8 @@ class MathVerifier:
             raise ValueError(f"{len(completions)} completions but {len(golds)} golds")
         tails = [tail_for_verify(c, self.max_chars) for c in completions]
         self.last_box_too_long = [t is None for t in tails]
+        if self.require_boxed:  # None: NO_ANSWER below
+            tails = [t if t is not None and _BOX.search(t) else None for t in tails]
         given = list(zip(tails, golds))
         items = list(dict.fromkeys(given))  # each distinct pair once, in first-seen order
         results: list[Verdict | None] = [
