@@ -3,10 +3,14 @@
     checkpoints/step_NNNNNN/policy/        Hugging Face model dir (safetensors) + tokenizer
     checkpoints/step_NNNNNN/reference/     only when the reference differs from the base model (after a reset)
     checkpoints/step_NNNNNN/state.pt       optimizer, scheduler, RNG states, sampler position, trainer state
+    checkpoints/step_NNNNNN/manifest.json  every other file's size and sha256, written last
     checkpoints/latest                     name of the newest complete checkpoint, written last
 
 A checkpoint is first written to `checkpoints/.tmp-step_NNNNNN/`, then renamed into place; a directory named
 `step_*` is therefore always complete, and a crash mid-write leaves only a `.tmp-*` directory that resume ignores.
+A file damaged later (a truncated copy, a deleted file, a bad disk) fails `verify_checkpoint`, and a resume falls
+back to the newest checkpoint that verifies (`find_resumable`). A save that fails (no space left, permissions)
+removes its `.tmp-*` directory, leaves `latest` as it was and raises CheckpointSaveError, one line.
 
 Weights and optimizer state are saved whole, whatever the sharding (`gather_full_state`), the optimizer state
 keyed by parameter name: a checkpoint written by N processes, sharded (FSDP2, ZeRO-3) or not, resumes in M.
@@ -14,6 +18,8 @@ keyed by parameter name: a checkpoint written by N processes, sharded (FSDP2, Ze
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import re
@@ -29,6 +35,11 @@ from rlvr import distributed as dist
 from rlvr import zero3
 
 LATEST = "latest"
+MANIFEST = "manifest.json"
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the message says which and why, in one line."""
 
 
 @contextmanager
@@ -48,6 +59,12 @@ def _no_transformers_bars():
 
 def step_name(step: int) -> str:
     return f"step_{step:06d}"
+
+
+def checkpoint_step(checkpoint_dir: str | Path) -> int:
+    """The step a checkpoint holds, from its directory's name (step_NNNNNN), or its state.pt otherwise."""
+    name = Path(checkpoint_dir).name
+    return int(name[5:]) if re.fullmatch(r"step_\d+", name) else int(load_state(checkpoint_dir)["step"])
 
 
 def _fsync_dir(path: Path) -> None:
@@ -98,23 +115,32 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint `step` atomically, point `latest` at it, and keep only the newest `keep_last`.
     `policy_state`, `reference_state`: the models' full weights (`gather_full_state`), where the modules hold
-    only shards; None: the modules' own."""
+    only shards; None: the modules' own. Raises CheckpointSaveError (the partial write removed) on an OSError."""
     root = Path(output_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
     tmp = root / f".tmp-{step_name(step)}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    # copies of the dicts: save_pretrained empties the state dict it is given
-    with _no_transformers_bars():
-        policy.save_pretrained(tmp / "policy", state_dict=_copy(policy_state), safe_serialization=True)
-        tokenizer.save_pretrained(tmp / "policy")
-        if reference is not None:
-            reference.save_pretrained(
-                tmp / "reference", state_dict=_copy(reference_state), safe_serialization=True
-            )
-    torch.save(state, tmp / "state.pt")
-    _fsync_tree(tmp)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        # copies of the dicts: save_pretrained empties the state dict it is given
+        with _no_transformers_bars():
+            policy.save_pretrained(tmp / "policy", state_dict=_copy(policy_state), safe_serialization=True)
+            tokenizer.save_pretrained(tmp / "policy")
+            if reference is not None:
+                reference.save_pretrained(
+                    tmp / "reference", state_dict=_copy(reference_state), safe_serialization=True
+                )
+        torch.save(state, tmp / "state.pt")
+        write_manifest(tmp)
+        _fsync_tree(tmp)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e).splitlines()[0]
+        raise CheckpointSaveError(
+            f"could not write checkpoint {step_name(step)} in {root}: {reason}; the previous checkpoint "
+            f"({find_latest(output_dir) or 'none'}) is intact"
+        ) from None
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     tmp.rename(final)
@@ -128,6 +154,73 @@ def save_checkpoint(
     for old in sorted(root.glob("step_*"))[:-keep_last]:
         shutil.rmtree(old)
     return final
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(checkpoint_dir: Path) -> None:
+    """manifest.json: {relative path: {"bytes": size, "sha256": digest}} for every file of the checkpoint."""
+    files = sorted(p for p in checkpoint_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {
+        str(p.relative_to(checkpoint_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
+    }
+    (checkpoint_dir / MANIFEST).write_text(json.dumps({"files": manifest}, indent=1) + "\n")
+
+
+def verify_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """What is wrong with a checkpoint (naming the file), or None when every file its manifest lists is there
+    with its size and sha256. A checkpoint from before manifests is checked for its two essential files."""
+    path = Path(checkpoint_dir)
+    try:
+        listed = json.loads((path / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        listed = None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{path / MANIFEST} is unreadable ({type(e).__name__})"
+    if listed is None:  # written before manifests
+        for name in ("state.pt", "policy/model.safetensors"):
+            if not (path / name).is_file() and not (
+                name.endswith(".safetensors") and _sharded(path / "policy")
+            ):
+                return f"{path / name} is missing"
+        return None
+    for name, want in listed.items():
+        file = path / name
+        if not file.is_file():
+            return f"{file} is missing"
+        size = file.stat().st_size
+        if size != want["bytes"]:
+            return f"{file} has {size} bytes, {want['bytes']} were written"
+        if _sha256(file) != want["sha256"]:
+            return f"{file} does not match its sha256 (its bytes changed after the save)"
+    return None
+
+
+def _sharded(policy_dir: Path) -> bool:
+    return (policy_dir / "model.safetensors.index.json").is_file()
+
+
+def find_resumable(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint that verifies or None, [(damaged checkpoint, what is wrong)] newer than it): the
+    `latest` pointer's checkpoint first, then the others from the newest."""
+    root = Path(output_dir) / "checkpoints"
+    first = find_latest(output_dir)
+    others = sorted(root.glob("step_*"), reverse=True) if root.is_dir() else []
+    damaged = []
+    for candidate in dict.fromkeys(([first] if first else []) + others):
+        if not candidate.is_dir():
+            continue
+        problem = verify_checkpoint(candidate)
+        if problem is None:
+            return candidate, damaged
+        damaged.append((candidate, problem))
+    return None, damaged
 
 
 def _copy(state: dict | None) -> dict | None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -24,7 +26,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    path: str = MISSING  # local Hugging Face model dir (no hub downloads at run time)
+    # a local Hugging Face model dir, or a hub id (org/name), resolved through huggingface_hub's cache (offline
+    # with HF_HUB_OFFLINE=1; rlvr/model_source.py)
+    path: str = MISSING
+    revision: str | None = None  # a hub id's branch, tag or commit (null: main)
     # an embedded model (rlvr.tiny_model.TASKS: "tiny-addition", the quickstart's; "tiny-chain", the entropy
     # lab's): its shipped weights and data splits are installed at `path`'s parent if missing
     builtin: str | None = None
@@ -34,15 +39,35 @@ class ModelConfig:
 
 
 @dataclass
+class DatasetSpec:
+    """A dataset by hub id or local dataset dir, read with `datasets.load_dataset(path, name, split=split)` (offline
+    with HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1: a hub cache, or a local dir laid out like a hub repo)."""
+
+    path: str | None = None  # the hub id or dataset dir (null: no dataset)
+    name: str | None = None  # the subset (configuration)
+    split: str = "train"
+
+
+@dataclass
 class DataConfig:
-    train_files: list[str] = MISSING  # .jsonl / .json / .parquet files, or a `datasets.save_to_disk` dir
+    # rows come from files or from a dataset, never both (each pair names the same split)
+    train_files: list[str] = field(default_factory=list)  # .jsonl / .json / .parquet, or a save_to_disk dir
     eval_files: list[str] = field(default_factory=list)
-    question_key: str = "question"
-    answer_key: str = "answer"
-    prompt_template: str = "{question}"  # str.format over the row's fields
-    system_prompt: str | None = None
-    use_chat_template: bool = False
+    train_dataset: DatasetSpec = field(default_factory=DatasetSpec)  # data.train_dataset.path=ID sets it
+    eval_dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    # the prompt: a string field, formatted through prompt_template, or a list of {role, content} chat messages,
+    # rendered by the tokenizer's chat template
+    prompt_key: str = "question"
+    question_key: str | None = None  # the former name of prompt_key, still read
+    answer_key: str = "answer"  # a dotted path reaches nested fields: reward_model.ground_truth
+    # a regex whose first group, searched in the answer field, is the gold (GSM8K: '####\s*(.+)$')
+    answer_pattern: str | None = None
+    prompt_template: str | None = None  # str.format over the row's fields; null: the prompt field as it is
+    system_prompt: str | None = None  # with chat messages: replaces their system message, or is put first
+    use_chat_template: bool = False  # render a string prompt as one user message through the chat template
     max_prompt_tokens: int = 1024  # longer prompts are an error (named by file and row), never silently cut
+    overlong_prompts: str = "error"  # error | skip (skipped rows are counted and reported once)
+    dedup: bool = False  # drop rows whose (prompt, gold) repeats an earlier row's; the count is reported
     eval_max_prompts: int | None = None  # use only the first N eval rows
 
 
@@ -150,7 +175,25 @@ class RolloutConfig:
 
 
 @dataclass
+class RewardFunctionConfig:
+    """One term of the reward (rlvr/reward/functions.py): weight x fn(completion, row, **kwargs)."""
+
+    name: str = MISSING  # logged as reward/<name>/mean
+    fn: str = MISSING  # math | format | package.module:callable | path/to/file.py:callable
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    fallback: float = 0.0  # the value of a sample on which the function raised or ran out of time
+
+
+@dataclass
 class RewardConfig:
+    # the reward's terms, summed with their weights; empty: the math verdicts alone, mapped by the values below
+    functions: list[RewardFunctionConfig] = field(default_factory=list)
+    # what acc/mean and dynamic sampling count as correct: the math verdict, or a function's value at or above
+    # accuracy_threshold
+    accuracy: str = "math"
+    accuracy_threshold: float = 1.0
+    # the math verdicts' values
     correct: float = 1.0
     incorrect: float = 0.0
     no_answer: float = 0.0
@@ -206,8 +249,39 @@ class TrainerConfig:
     save_every: int = 50
     keep_last: int = 2
     resume: str = "auto"  # auto | never | path to a checkpoint dir
+    # resume although the config changes the experiment saved in the run dir (algorithm, data, model, seed...):
+    # refused otherwise, naming each changed key (rlvr/run_dir.py; an explicit trainer.resume path allows it too)
+    allow_config_change: bool = False
     samples_every: int = 10  # write samples/step_NNNNNN.jsonl every N steps (0 = never)
     progress_bar: bool = True
+    # the divergence guard (rlvr/guard.py): stop (exit 1) after this many steps in a row whose update had a
+    # non-finite loss or gradient norm (each such optimizer step is skipped, counted in learner/nonfinite_steps)
+    max_nonfinite_steps: int = 3
+    # steps in a row with no learning signal (every sampled group one reward: groups/zero_std_frac 1) before a
+    # warning, and before the run stops with exit 1 (null = never)
+    no_signal_warn_steps: int | None = 5
+    no_signal_max_steps: int | None = 20
+
+
+@dataclass
+class EvalSetConfig:
+    """One named evaluation set (eval.sets.<name>): its rows, their fields, and how it is sampled; a null
+    setting takes eval's (k, n, temperature), then rollout's (top_p, max_new_tokens), then data's (the rest)."""
+
+    files: list[str] = field(default_factory=list)  # .jsonl / .json / .parquet, or a save_to_disk dir
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)  # or a hub id / dataset dir (one of the two)
+    prompt_key: str = "question"
+    answer_key: str = "answer"
+    answer_pattern: str | None = None
+    prompt_template: str | None = None
+    system_prompt: str | None = None
+    use_chat_template: bool | None = None
+    max_prompts: int | None = None  # only the first N rows
+    k: list[int] | None = None
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
 
 
 @dataclass
@@ -217,6 +291,27 @@ class EvalConfig:
     n: int | None = None  # samples per prompt (default max(k))
     at_start: bool = True  # evaluate before the first step too
     temperature: float | None = None  # default: rollout.temperature
+    # named evaluation sets (each an EvalSetConfig's keys), each logged as eval/<name>/pass@<k>; eval/pass@<k> is
+    # then their mean (over the sets that have that k). Empty: the one held-out split of data.eval_files /
+    # data.eval_dataset. Untyped here so that `+eval.sets.NAME={files:[...],k:[1,8]}` works on the command line
+    # (OmegaConf cannot add a typed entry from an override); `eval_sets` checks each against EvalSetConfig
+    sets: dict[str, Any] = field(default_factory=dict)
+
+
+def eval_sets(e: EvalConfig) -> dict[str, EvalSetConfig]:
+    """eval.sets, each entry checked against EvalSetConfig (unknown keys, wrong types: ConfigError naming it)."""
+    from omegaconf import OmegaConf
+
+    out = {}
+    for name, raw in e.sets.items():
+        if isinstance(raw, EvalSetConfig):
+            out[str(name)] = raw
+            continue
+        try:
+            out[str(name)] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalSetConfig), raw))
+        except Exception as err:
+            raise ConfigError(f"eval.sets.{name}", str(err).strip().splitlines()[0]) from None
+    return out
 
 
 @dataclass
@@ -268,6 +363,35 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def _one_of(value: object, allowed: tuple, key: str) -> None:
     _require(value in allowed, key, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+def _validate_reward_functions(r: RewardConfig) -> None:
+    """Each term names a loadable function once (loaded here, in this process: a bad path or import fails before
+    any model loads), and accuracy names the math verdict or a term."""
+    from rlvr.reward.functions import MATH, load_function
+
+    names = [f.name for f in r.functions]
+    for i, f in enumerate(r.functions):
+        key = f"reward.functions[{i}]"
+        _require(
+            bool(f.name) and "/" not in f.name,
+            f"{key}.name",
+            f"must be a non-empty name without '/', got {f.name!r}",
+        )
+        _require(names.count(f.name) == 1, f"{key}.name", f"{f.name!r} names two terms")
+        _require(math.isfinite(f.weight), f"{key}.weight", f"must be finite, got {f.weight}")
+        _require(
+            (f.name == MATH) == (f.fn == MATH),
+            f"{key}",
+            "the math verdicts are the term named math with fn math",
+        )
+        if f.fn != MATH:
+            load_function(f.fn, f"{key}.fn")
+    _require(
+        r.accuracy == MATH or r.accuracy in names,
+        "reward.accuracy",
+        f"must be math or the name of a reward.functions term ({', '.join(names) or 'none'}), got {r.accuracy!r}",
+    )
 
 
 def validate(cfg: RLVRConfig) -> None:
@@ -377,6 +501,7 @@ def validate(cfg: RLVRConfig) -> None:
         _require(r.server_start_timeout_s > 0, "rollout.server_start_timeout_s", "must be > 0")
 
     _require(cfg.reward.timeout_s > 0, "reward.timeout_s", f"must be > 0, got {cfg.reward.timeout_s}")
+    _validate_reward_functions(cfg.reward)
     _require(cfg.reward.num_workers >= 1, "reward.num_workers", f"must be >= 1, got {cfg.reward.num_workers}")
 
     # AdamW's own argument checks, here so a typo fails before the model loads (NaN fails every comparison)
@@ -413,12 +538,39 @@ def validate(cfg: RLVRConfig) -> None:
         "learner.pack_row_tokens",
         f"must be > 0 and needs learner.pack=true, or null (the longest sequence), got {row_tokens}",
     )
+    d = cfg.data
+    for split in ("train", "eval"):
+        files, dataset = getattr(d, f"{split}_files"), getattr(d, f"{split}_dataset")
+        _require(
+            not (files and dataset.path is not None),
+            f"data.{split}_files",
+            f"and data.{split}_dataset are both set: take the {split} rows from one of them",
+        )
+    _require(
+        bool(d.train_files) or d.train_dataset.path is not None,
+        "data.train_files",
+        "no training rows: set data.train_files (files) or data.train_dataset (a hub id or dataset dir)",
+    )
+    _one_of(d.overlong_prompts, ("error", "skip"), "data.overlong_prompts")
+    _require(
+        d.question_key is None or d.prompt_key in ("question", d.question_key),
+        "data.question_key",
+        f"is the former name of data.prompt_key; both are set ({d.question_key!r}, {d.prompt_key!r}): keep prompt_key",
+    )
+    if d.answer_pattern is not None:
+        try:
+            groups = re.compile(d.answer_pattern).groups
+        except re.error as err:
+            raise ConfigError("data.answer_pattern", f"not a valid regex ({err})") from None
+        _require(groups >= 1, "data.answer_pattern", "needs a group around the gold, e.g. '####\\s*(.+)$'")
     _one_of(cfg.model.dtype, ("float32", "bfloat16"), "model.dtype")
     _one_of(cfg.model.builtin, (None, "tiny-addition", "tiny-chain"), "model.builtin")
+    from rlvr.model_source import is_hub_id
+
     _require(
-        cfg.model.builtin is not None or os.path.isdir(cfg.model.path),
+        cfg.model.builtin is not None or os.path.isdir(cfg.model.path) or is_hub_id(cfg.model.path),
         "model.path",
-        f"no model directory at {cfg.model.path!r} (models load from local disk only)",
+        f"no model directory at {cfg.model.path!r} (and it is not a hub id such as Qwen/Qwen2.5-Math-1.5B)",
     )
 
     t = cfg.trainer
@@ -426,6 +578,14 @@ def validate(cfg: RLVRConfig) -> None:
     _require(t.prompts_per_step >= 1, "trainer.prompts_per_step", f"must be >= 1, got {t.prompts_per_step}")
     _require(t.save_every >= 0, "trainer.save_every", "must be >= 0 (0 = only at the end)")
     _require(t.keep_last >= 1, "trainer.keep_last", f"must be >= 1, got {t.keep_last}")
+    _require(
+        t.max_nonfinite_steps >= 1,
+        "trainer.max_nonfinite_steps",
+        f"must be >= 1, got {t.max_nonfinite_steps}",
+    )
+    for key in ("no_signal_warn_steps", "no_signal_max_steps"):
+        n = getattr(t, key)
+        _require(n is None or n >= 1, f"trainer.{key}", f"must be >= 1 or null, got {n}")
     _require(
         t.resume in ("auto", "never") or os.path.isdir(t.resume),
         "trainer.resume",
@@ -459,11 +619,36 @@ def validate(cfg: RLVRConfig) -> None:
     )
     _require(e.n is None or e.n >= max(e.k), "eval.n", f"must be >= max(eval.k) = {max(e.k)}, got {e.n}")
     _require(
-        e.every == 0 or len(cfg.data.eval_files) > 0 or cfg.model.builtin is not None,
+        e.every == 0
+        or cfg.data.eval_files
+        or cfg.data.eval_dataset.path is not None
+        or bool(e.sets)
+        or cfg.model.builtin is not None,
         "data.eval_files",
-        "eval.every > 0 needs a held-out split in data.eval_files",
+        "eval.every > 0 needs a held-out split in data.eval_files, data.eval_dataset or eval.sets",
     )
     _require(e.temperature is None or e.temperature > 0, "eval.temperature", "must be > 0 or null")
+    _require(
+        not (e.sets and (cfg.data.eval_files or cfg.data.eval_dataset.path is not None)),
+        "eval.sets",
+        "and data.eval_files / data.eval_dataset are both set: name the held-out split as one of eval.sets",
+    )
+    for name, es in eval_sets(e).items():
+        key = f"eval.sets.{name}"
+        _require(bool(name) and "/" not in name, key, "a set's name must be non-empty, without '/'")
+        _require(
+            bool(es.files) != (es.dataset.path is not None),
+            f"{key}.files",
+            f"or {key}.dataset.path: set exactly one",
+        )
+        k = es.k or e.k
+        _require(
+            len(k) >= 1 and all(x >= 1 for x in k),
+            f"{key}.k",
+            f"must be a non-empty list of ints >= 1, got {k}",
+        )
+        _require(es.n is None or es.n >= max(k), f"{key}.n", f"must be >= max(k) = {max(k)}, got {es.n}")
+        _require(es.temperature is None or es.temperature > 0, f"{key}.temperature", "must be > 0 or null")
     _one_of(cfg.logger.wandb_mode, (None, "offline", "online", "disabled"), "logger.wandb_mode")
 
     m = cfg.monitor

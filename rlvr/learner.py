@@ -460,7 +460,7 @@ class Learner:
             ("loss/policy", "kl/ref", "clip/low", "clip/high", "clip/dual", "tis/weight", "tis/capped"), 0.0
         )
         sums.update({"cov/kl_abs": 0.0, "cov/selected": 0.0})
-        grad_norms = []
+        grad_norms, nonfinite = [], 0
         fused_logp = torch.zeros_like(resp, dtype=torch.float32)
         fused_entropy = torch.zeros_like(fused_logp)
         lengths = batch.attention_mask.sum(-1).tolist()
@@ -529,14 +529,16 @@ class Learner:
                             sums["kl/ref"] += kl_loss.item() / n_updates
                         # the ranks' gradients are averaged: scaled by the world size they sum to the batch's
                         self.accelerator.backward(loss * world)
-                grad_norms.append(
-                    float(
-                        self.accelerator.clip_grad_norm_(
-                            self.model.parameters(), self.optim_cfg.max_grad_norm
-                        )
-                    )
+                norm = float(
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.max_grad_norm)
                 )
-                self.optimizer.step()
+                # the divergence guard (rlvr/guard.py): a non-finite gradient (the norm is the whole model's, the
+                # same on every rank) changes no weight. Under DeepSpeed the engine has stepped in backward already.
+                if math.isfinite(norm):
+                    grad_norms.append(norm)
+                    self.optimizer.step()
+                else:
+                    nonfinite += 1
                 self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
@@ -556,7 +558,8 @@ class Learner:
             "clip/low_frac": sums["clip/low"] / n_pg,
             "clip/high_frac": sums["clip/high"] / n_pg,
             "clip/dual_frac": sums["clip/dual"] / n_pg,
-            "grad/norm": sum(grad_norms) / len(grad_norms),
+            "grad/norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+            "learner/nonfinite_steps": nonfinite,
             "lr": lr,
             "learner/pg_token_frac": int(pg_mask.sum()) / max(n_tokens, 1),
             "learner/padding_frac": padding,

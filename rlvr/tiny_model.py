@@ -41,6 +41,12 @@ import torch.nn.functional as F
 from rlvr.data import chain, synthetic
 
 EOS, PAD, BOXED = "<|endoftext|>", "<|pad|>", "\\boxed{"
+# chat-format prompts render as "<role>content\n" lines, then "<assistant>" (the models were not trained on it:
+# it lets chat-format data run end to end)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 ASSETS = Path(__file__).parent / "assets"
 
 
@@ -101,7 +107,11 @@ def build_tokenizer():
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(EOS, special=True), AddedToken(PAD, special=True)])
     tok.add_tokens([AddedToken(BOXED, normalized=False)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, model_max_length=128)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, model_max_length=128
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_model(vocab_size: int, eos_id: int, pad_id: int, seed: int, num_layers: int = 2):

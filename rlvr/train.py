@@ -7,7 +7,9 @@ rlvr-train -m algo.clip.eps_high=0.2,0.28    # a sweep, one run dir per combinat
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import logging.handlers
 import os
 import sys
 import traceback
@@ -18,8 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr import checkpoint, run_dir
+from rlvr.checkpoint import CheckpointSaveError
 from rlvr.config import ConfigError, RLVRConfig, register_configs
 from rlvr.data.prompts import DataError
+from rlvr.guard import RunDiverged
+from rlvr.run_dir import RunDirBusy
 
 log = logging.getLogger("rlvr")
 # configs/ sits beside the package in the repository (installs are editable: `pip install -e .`)
@@ -41,13 +47,21 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
             )
         dict_cfg.trainer.output_dir = hydra_cfg.runtime.output_dir
     out = Path(dict_cfg.trainer.output_dir)
-    (out / ERROR_FILENAME).unlink(missing_ok=True)
     try:
-        stopped = _train(dict_cfg)
-    except (ConfigError, DataError) as e:
+        stopped = _train(dict_cfg, list(hydra_cfg.overrides.task))
+    except RunDirBusy as e:  # the run dir is another trainer's: write nothing into it
         if not sweep:
             print(f"rlvr-train: error: {e}", file=sys.stderr)
             sys.exit(2)
+        raise
+    except (ConfigError, DataError, RunDiverged, CheckpointSaveError) as e:
+        # a bad input exits 2; a run that cannot go on (divergence, a checkpoint that cannot be written) 1
+        status = 2 if isinstance(e, (ConfigError, DataError)) else 1
+        if not sweep:
+            if status == 1:
+                _record_failure(out, None)
+            print(f"rlvr-train: error: {e}", file=sys.stderr)
+            sys.exit(status)
         _record_failure(out, f"sweep job {hydra_cfg.job.num}: {e}")
         raise  # Hydra goes on with the next job, and at the end exits with status 1 naming the first failure
     except Exception as e:
@@ -59,29 +73,80 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
         sys.exit(0)
 
 
-def _train(dict_cfg: DictConfig) -> bool:
-    """Train one run; returns whether a signal (SIGTERM/SIGINT) stopped it before trainer.total_steps."""
+def _train(dict_cfg: DictConfig, overrides: list[str]) -> bool:
+    """Train one run; returns whether a signal (SIGTERM/SIGINT) stopped it before trainer.total_steps.
+
+    Rank 0 holds the run dir's lock (run_dir.hold) from before it reads anything there until the run ends,
+    and only then writes into it: train.log, the overrides, config.yaml (its history kept)."""
     from rlvr.trainer import Trainer, prepare
 
     cfg: RLVRConfig = OmegaConf.to_object(dict_cfg)
-    prep = prepare(cfg, cfg.trainer.output_dir)
-    prep.output_dir.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) > 0:  # under accelerate launch/torchrun: rank 0 writes the run dir
-        for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
-            logging.getLogger().removeHandler(handler)  # Hydra's train.log; this rank logs to stderr only
+    out = Path(cfg.trainer.output_dir)
+    # under accelerate launch/torchrun: rank 0 holds the lock and writes the run dir
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with run_dir.hold(out) if main_rank else contextlib.nullcontext(), _held_log(main_rank) as keep_log:
+        prep = prepare(cfg, out)
+        step = checkpoint.checkpoint_step(prep.resume_from) if prep.resume_from else 0
+        config = OmegaConf.to_container(dict_cfg, resolve=True)
+        if main_rank and prep.resume_from:
+            explicit = cfg.trainer.resume != "auto" or cfg.trainer.allow_config_change
+            run_dir.check_resume_config(out, config, explicit)
+        if step >= cfg.trainer.total_steps:
+            log.info(
+                "%s finished at step %d: trainer.total_steps=%d leaves nothing to train; raise it to go on",
+                out, step, cfg.trainer.total_steps,
+            )  # fmt: skip
+            return False
+        if main_rank:  # from here on this start is the run's: it writes into the run dir
+            (out / ERROR_FILENAME).unlink(missing_ok=True)
+            keep_log(out / "train.log")
+            run_dir.write_overrides(out, overrides)
+            run_dir.write_config(out, config, step)
+        trainer = Trainer(prep)
+        trainer.run()
+        return trainer.stop_requested
+
+
+@contextlib.contextmanager
+def _held_log(enabled: bool = True):
+    """Hold the log records of a start until it is the run's (`keep(path)`: they go into the run's train.log,
+    appended to by each start, and so does everything after); a start that is refused writes nothing there.
+    Hydra writes no log file (its hydra.job_logging sends the root logger to the console only). Not enabled
+    (ranks other than 0): nothing held, no file."""
+    root = logging.getLogger()
+    held = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)
+    if enabled:
+        root.addHandler(held)
+    files: list[logging.Handler] = []
+
+    def keep(path: Path) -> None:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        files.append(handler)
+        held.setTarget(handler)
+        held.flush()
+        root.removeHandler(held)
+        root.addHandler(handler)
+
+    try:
+        yield keep
+    finally:  # a sweep's next job logs into its own run dir
+        for handler in [held, *files]:
+            root.removeHandler(handler)
+        held.setTarget(None)
+        held.close()
+        for handler in files:
             handler.close()
-    else:
-        OmegaConf.save(dict_cfg, prep.output_dir / "config.yaml", resolve=True)
-    trainer = Trainer(prep)
-    trainer.run()
-    return trainer.stop_requested
 
 
 def _record_failure(out: Path, say: str | None) -> None:
     """error.txt in the run dir (rlvr-report marks the run as failed) and, in a sweep, a line on stderr for
     every failed job: Hydra's message at the end of the sweep names only the first."""
-    if out.is_dir():
-        (out / ERROR_FILENAME).write_text(traceback.format_exc())
+    try:
+        if out.is_dir():
+            (out / ERROR_FILENAME).write_text(traceback.format_exc())
+    except OSError:  # a full disk: the message on stderr is what is left
+        pass
     if say is not None:
         print(f"rlvr-train: error: {say} (traceback in {out / ERROR_FILENAME})", file=sys.stderr)
 

@@ -20,9 +20,10 @@ from omegaconf import OmegaConf
 
 from rlvr import checkpoint
 from rlvr import distributed as dist
-from rlvr.config import RLVRConfig, validate
-from rlvr.data.prompts import Problem, PromptSampler, encode_prompts, load_problems
-from rlvr.evaluate import evaluate_pass_at_k
+from rlvr.config import ConfigError, RLVRConfig, validate
+from rlvr.data.prompts import Problem, PromptSampler, check_golds, encode_prompts, load_problems
+from rlvr.evaluate import EvalSet, build_eval_sets, evaluate_sets
+from rlvr.guard import RunDiverged, RunGuard, describe_nonfinite, nonfinite_tensors
 from rlvr.learner import Learner, minibatch_indices
 from rlvr.metrics import (
     CollapseMonitor,
@@ -38,7 +39,10 @@ from rlvr.metrics import (
     entropy_stats,
     write_entropy_edges,
 )
+from rlvr.model_source import resolve_model
 from rlvr.reward import MathVerifier, Verdict
+from rlvr.reward.functions import RewardScorer, specs_from_config
+from rlvr.reward.math_verifier import gold_problem
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.collect import Collected, collect, rollout_metrics, sample_groups, to_batch
 
@@ -60,7 +64,6 @@ def derive_seed(*parts: object) -> int:
 def ensure_builtin_assets(cfg: RLVRConfig) -> None:
     """Install the embedded model `model.builtin`'s shipped weights and its data splits (a second) where
     `model.path` points, if they are not there yet, or are another recipe's."""
-    from rlvr.config import ConfigError
     from rlvr.tiny_model import TASKS, assets_current, install_tiny_assets
 
     if cfg.model.builtin is None:
@@ -92,8 +95,7 @@ class Prepared:
     tokenizer: object
     train: list[Problem]
     train_ids: list[list[int]]
-    eval: list[Problem]
-    eval_ids: list[list[int]]
+    eval_sets: list[EvalSet]  # none: no evaluation
     resume_from: Path | None
 
 
@@ -101,13 +103,19 @@ def prepare(cfg: RLVRConfig, output_dir: str | Path) -> Prepared:
     """Validate config and data, tokenize prompts, decide where to resume from. Raises ConfigError/DataError."""
     from transformers import AutoTokenizer
 
-    from rlvr.config import ConfigError
-
     validate(cfg)
     out = Path(output_dir)
     resume_from = None
     if cfg.trainer.resume == "auto":
-        resume_from = checkpoint.find_latest(out)
+        resume_from, damaged = checkpoint.find_resumable(out)
+        for path, problem in damaged:
+            log.warning("cannot resume from %s: %s", path, problem)
+        if damaged and resume_from is None:
+            raise ConfigError(
+                "trainer.resume", f"no checkpoint in {out}/checkpoints is intact (newest: {damaged[0][1]})"
+            )
+        if damaged:
+            log.warning("resuming from %s, the newest intact checkpoint", resume_from)
     elif cfg.trainer.resume == "never":
         if checkpoint.find_latest(out) is not None:
             raise ConfigError(
@@ -116,23 +124,25 @@ def prepare(cfg: RLVRConfig, output_dir: str | Path) -> Prepared:
             )
     else:
         resume_from = Path(cfg.trainer.resume)
+        problem = checkpoint.verify_checkpoint(resume_from)
+        if problem is not None:
+            raise ConfigError("trainer.resume", problem)
     ensure_builtin_assets(cfg)
-    train = load_problems(cfg.data.train_files, cfg.data, "data.train_files")
-    evals = load_problems(cfg.data.eval_files, cfg.data, "data.eval_files") if cfg.data.eval_files else []
-    evals = evals[: cfg.data.eval_max_prompts] if cfg.data.eval_max_prompts else evals
+    # a hub id becomes its local snapshot for the whole run (the saved config.yaml keeps the id)
+    cfg.model.path = resolve_model(cfg.model.path, cfg.model.revision)
+    d = cfg.data
+    train_set = d.train_dataset if d.train_dataset.path is not None else None
+    train_key = "data.train_dataset" if train_set else "data.train_files"
+    train = load_problems(d.train_files, d, train_key, train_set)
+    math_golds = not cfg.reward.functions or any(t.fn == "math" for t in cfg.reward.functions)
+    if math_golds:  # golds the math term reads
+        check_golds(train, train_key, gold_problem)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Prepared(
-        cfg,
-        out,
-        tokenizer,
-        train,
-        encode_prompts(tokenizer, train, cfg.data),
-        evals,
-        encode_prompts(tokenizer, evals, cfg.data),
-        resume_from,
-    )
+    train, train_ids = encode_prompts(tokenizer, train, d, train_key)
+    eval_sets = build_eval_sets(cfg, tokenizer, math_golds)
+    return Prepared(cfg, out, tokenizer, train, train_ids, eval_sets, resume_from)
 
 
 def _make_engine(cfg: RLVRConfig, model, tokenizer):
@@ -168,6 +178,12 @@ class Trainer:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, attn_implementation=cfg.model.attn_implementation
         )
+        bad = nonfinite_tensors(model.named_parameters())
+        if bad:
+            key = "trainer.resume" if prep.resume_from else "model.path"
+            raise ConfigError(
+                key, f"the weights in {source} hold NaN or infinite values: {describe_nonfinite(bad)}"
+            )
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         if cfg.learner.compile:
@@ -196,7 +212,10 @@ class Trainer:
         self.verifier = MathVerifier(
             cfg.reward.num_workers, cfg.reward.timeout_s, require_boxed=cfg.reward.require_boxed
         )
+        specs = specs_from_config(cfg.reward.functions)
+        self.scorer = RewardScorer(specs, cfg.reward.num_workers, cfg.reward.timeout_s) if specs else None
         self.sampler = PromptSampler(len(prep.train), cfg.trainer.seed)
+        self.rows_json = [p.row_json for p in prep.train] if self.scorer is not None else None
         r = cfg.rollout
         self.params = SamplingParams(r.temperature, r.top_p, r.top_k, r.max_new_tokens, r.ignore_eos)
         self.step, self.resets, self.stop_requested = 0, 0, False
@@ -206,6 +225,10 @@ class Trainer:
         patience = cfg.algo.kl.reset_on_plateau
         self.plateau = PlateauDetector(patience) if patience else None
         self.last_reset_step: int | None = None
+        t = cfg.trainer
+        self.guard = RunGuard(
+            t.max_nonfinite_steps, t.no_signal_warn_steps, t.no_signal_max_steps, cfg.optim.lr
+        )
         self._warn_inert_clip()
         if prep.resume_from:
             self._restore(prep.resume_from)
@@ -249,6 +272,7 @@ class Trainer:
                     metrics.update(self.evaluate(step))
                 metrics["timing/step_s"] = time.perf_counter() - started
                 self.logger.log(step, metrics)
+                self.guard.observe(step, metrics)  # raises RunDiverged: no save of this step
                 self.step = step
                 bar.update(1)
                 # a signal may reach one rank only: every rank must stop (and save) at the same step. Only ever
@@ -289,7 +313,19 @@ class Trainer:
             batch = to_batch(collected.groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
             learner_metrics, before = self.learner.update(batch, seed=derive_seed(t.seed, "learner", step))
             metrics.update(learner_metrics)
+            if dist.any_rank(bool(nonfinite_tensors(self.learner.unwrapped.named_parameters()))):
+                raise RunDiverged(
+                    f"step {step}: the update left NaN or infinite weights (grad/norm "
+                    f"{learner_metrics['grad/norm']:.3g}); nothing was synced or saved; likely cause: optim.lr "
+                    f"too high (now {self.cfg.optim.lr:g})"
+                )
             mask = batch.response_mask.to(before["entropy"].device)
+            if torch.isnan(before["logp"][mask]).any():
+                raise RunDiverged(
+                    f"step {step}: the learner's policy gives NaN log-probabilities to the sampled answers: its "
+                    f"activations overflow; likely causes: optim.lr too high (now {self.cfg.optim.lr:g}), or a "
+                    "model whose weights are broken"
+                )
             metrics.update(self._entropy_metrics(batch, before, collected))
             diff = (before["logp"][mask] - batch.rollout_logp.to(mask.device)[mask]).abs()
             metrics.update(
@@ -344,6 +380,8 @@ class Trainer:
             seed,
             self.cfg.reward,
             first_index=start,
+            scorer=self.scorer,
+            rows_json=self.rows_json,
         )
         parts = dist.gather_objects(mine)
         groups = [g for part in parts for g in part[0]]
@@ -351,32 +389,17 @@ class Trainer:
 
     def _eval_due(self, step: int) -> bool:
         e = self.cfg.eval
-        if e.every == 0 or not self.prep.eval:
+        if e.every == 0 or not self.prep.eval_sets:
             return False
         if step == 0:
             return e.at_start
         return step % e.every == 0 or step == self.cfg.trainer.total_steps
 
     def evaluate(self, step: int) -> dict[str, float]:
-        e = self.cfg.eval
-        params = SamplingParams(
-            e.temperature or self.params.temperature,
-            self.params.top_p,
-            self.params.top_k,
-            self.params.max_new_tokens,
-        )
         started = time.perf_counter()
         # the same seed at every evaluation: differences between evaluations come from the policy, not the draw
-        result = evaluate_pass_at_k(
-            self.engine,
-            self.verifier,
-            self.prep.eval_ids,
-            [p.answer for p in self.prep.eval],
-            e.k,
-            e.n or max(e.k),
-            params,
-            derive_seed(self.cfg.trainer.seed, "eval"),
-        )
+        seed = derive_seed(self.cfg.trainer.seed, "eval")
+        result = evaluate_sets(self.engine, self.verifier, self.prep.eval_sets, seed)
         result["timing/eval_s"] = time.perf_counter() - started
         self.law.observe_eval(step, result.get("eval/pass@1"))  # paired with the next step's entropy
         if self.plateau is not None and self.plateau.update(result.get("eval/pass@1")):
@@ -440,6 +463,7 @@ class Trainer:
             "entropy_law": self.law.state_dict(),
             "collapse_monitor": self.collapse.state_dict(),
             "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+            "guard": self.guard.state_dict(),
         }
 
     def save(self) -> None:
@@ -449,6 +473,12 @@ class Trainer:
         weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
         reference = learner.reference if self.resets > 0 else None
         reference_weights = checkpoint.gather_full_state(reference)[0] if reference is not None else None
+        bad = nonfinite_tensors(weights.items()) if dist.is_main() else []
+        if dist.any_rank(bool(bad)):
+            where = describe_nonfinite(bad) if bad else "on rank 0"
+            raise RunDiverged(
+                f"step {self.step}: no checkpoint written: the policy's weights hold NaN or infinite values ({where})"
+            )
         if dist.is_main():
             checkpoint.save_checkpoint(
                 self.out,
@@ -475,6 +505,7 @@ class Trainer:
         # checkpoints written before the observatory existed have neither: start empty
         self.law.load_state_dict(state.get("entropy_law", {}))
         self.collapse.load_state_dict(state.get("collapse_monitor", {}))
+        self.guard.load_state_dict(state.get("guard", {}))
         if self.plateau is not None:  # a run that turns reset_on_plateau on at a restart starts counting then
             self.plateau.load_state_dict(state.get("plateau") or {})
         if self.learner.reference is not None:
@@ -526,5 +557,7 @@ class Trainer:
     def close(self) -> None:
         self.logger.close()
         self.verifier.close()
+        if self.scorer is not None:
+            self.scorer.close()
         self.engine.close()
         dist.shutdown()

@@ -28,7 +28,7 @@ def test_save_writes_loadable_policy_state_and_latest(tmp_path, tiny):
     assert final == root / "step_000003"
     assert _names(root) == ["latest", "step_000003"]  # no .tmp-* left behind
     assert (root / "latest").read_text().strip() == "step_000003"
-    assert sorted(p.name for p in final.iterdir()) == ["policy", "state.pt"]  # no reference given
+    assert sorted(p.name for p in final.iterdir()) == ["manifest.json", "policy", "state.pt"]  # no reference
 
     loaded = AutoModelForCausalLM.from_pretrained(final / "policy")
     expected = model.state_dict()

@@ -127,7 +127,7 @@ def test_qwen_math_dapo_experiment(tmp_path, monkeypatch):
     assert c.rollout.backend == "vllm"
     assert c.algo.name == "dapo" and c.algo.clip.eps_high == 0.28 and c.algo.group_size == 16
     assert c.algo.overlong.shaping is True and c.algo.overlong.cache_len == 512
-    assert c.data.use_chat_template is True and c.data.question_key == "problem"
+    assert c.data.use_chat_template is True and c.data.prompt_key == "problem"
     assert c.logger.wandb is True
     validate(c)
 

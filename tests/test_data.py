@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rlvr.config import DataConfig
+from rlvr.config import ConfigError, DataConfig
 from rlvr.data.prompts import (
     MAX_CHARS_PER_TOKEN,
     DataError,
@@ -146,7 +146,7 @@ def test_too_long_prompt_names_row(tmp_path, tok):
         encode_prompts(tok, problems, cfg)
     assert str(info.value).startswith(f"{path}: row 2: prompt has 11 tokens > data.max_prompt_tokens=10")
     cfg.max_prompt_tokens = 11  # exactly at the limit is fine, never cut
-    ids = encode_prompts(tok, problems, cfg)
+    _, ids = encode_prompts(tok, problems, cfg)
     assert [tok.decode(i) for i in ids] == ["1+1", "12345678901"]
 
 
@@ -159,6 +159,10 @@ class SpyTokenizer:
     def __call__(self, text, **kw):
         self.lengths.append(len(text))
         return self.tok(text, **kw)
+
+    @property
+    def chat_template(self):
+        return self.tok.chat_template
 
     def apply_chat_template(self, messages, **kw):
         self.lengths.append(sum(len(m["content"]) for m in messages))
@@ -245,17 +249,19 @@ def test_chat_template_renders_system_and_user():
     tok.chat_template = CHAT_TEMPLATE
     problems = [Problem("What is 2+3?", "5", "f: row 1")]
     cfg = _cfg(use_chat_template=True, system_prompt="Answer in \\boxed{}.")
-    (ids,) = encode_prompts(tok, problems, cfg)
+    _, (ids,) = encode_prompts(tok, problems, cfg)
     assert all(isinstance(i, int) for i in ids)
     assert tok.decode(ids) == "<system>Answer in \\boxed{}.\n<user>What is 2+3?\n<assistant>"
 
     cfg.system_prompt = None
-    (ids,) = encode_prompts(tok, problems, cfg)
+    _, (ids,) = encode_prompts(tok, problems, cfg)
     assert tok.decode(ids) == "<user>What is 2+3?\n<assistant>"
 
 
 def test_system_prompt_without_chat_template(tok):
-    (ids,) = encode_prompts(tok, [Problem("What is 2+3?", "5", "f: row 1")], _cfg(system_prompt="Be brief."))
+    _, (ids,) = encode_prompts(
+        tok, [Problem("What is 2+3?", "5", "f: row 1")], _cfg(system_prompt="Be brief.")
+    )
     assert tok.decode(ids) == "Be brief.\nWhat is 2+3?"
 
 
@@ -298,3 +304,101 @@ def test_sampler_load_rejects_other_dataset_size():
     state = PromptSampler(10, seed=0).state_dict()
     with pytest.raises(DataError, match="10 prompts, now 11"):
         PromptSampler(11, seed=0).load_state_dict(state)
+
+
+# ---- fields, golds, hygiene -----------------------------------------------------------------------------------
+
+
+def test_chat_rows_with_a_nested_gold_render_through_the_chat_template(tmp_path):
+    """DAPO-Math-17k's shape: `prompt` a list of messages, the gold in reward_model.ground_truth; the system
+    prompt replaces the row's own system message."""
+    rows = [{"prompt": [{"role": "system", "content": "old"}, {"role": "user", "content": "2+3?"}],
+             "reward_model": {"ground_truth": "5", "style": "rule"}}]  # fmt: skip
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    cfg = DataConfig(prompt_key="prompt", answer_key="reward_model.ground_truth", system_prompt="Box it.")
+    (problem,) = load_problems([path], cfg, "data.train_files")
+    assert problem.answer == "5" and problem.messages == (("system", "old"), ("user", "2+3?"))
+    tok = build_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    _, (ids,) = encode_prompts(tok, [problem], cfg)
+    assert tok.decode(ids) == "<system>Box it.\n<user>2+3?\n<assistant>"
+    plain = build_tokenizer()
+    plain.chat_template = None
+    with pytest.raises(
+        ConfigError, match="data.prompt_key: the prompts are chat messages but .* no chat template"
+    ):
+        encode_prompts(plain, [problem], cfg)
+
+
+def test_answer_pattern_cuts_the_gold_out_of_a_solution(tmp_path):
+    rows = [
+        {"question": "q", "answer": "She sold 48/2 = 24 clips.\n#### 72"},
+        {"question": "r", "answer": "no mark"},
+    ]
+    path = _jsonl(tmp_path / "gsm8k.jsonl", rows)
+    cfg = DataConfig(answer_pattern=r"####\s*(.+)$")
+    with pytest.raises(DataError, match=r"row 2: data.answer_pattern .* finds no gold in field 'answer'"):
+        load_problems([path], cfg, "data.train_files")
+    assert load_problems([_jsonl(tmp_path / "one.jsonl", rows[:1])], cfg, "k")[0].answer == "72"
+
+
+def test_dedup_and_skipped_overlong_prompts_are_counted(tmp_path, tok, caplog):
+    rows = [{"question": "1+1", "answer": 2}] * 3 + [
+        {"question": "1+1", "answer": 3},
+        {"question": "9" * 40, "answer": 9},
+    ]
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    cfg = DataConfig(dedup=True, overlong_prompts="skip", max_prompt_tokens=20)
+    with caplog.at_level("INFO", logger="rlvr.data.prompts"):
+        problems = load_problems([path], cfg, "data.train_files")
+        kept, ids = encode_prompts(tok, problems, cfg, "data.train_files")
+    assert [(p.prompt, p.answer, p.origin.split(": ")[-1]) for p in kept] == [
+        ("1+1", "2", "row 1"),
+        ("1+1", "3", "row 4"),
+    ]
+    assert len(ids) == 2
+    assert "data.dedup removed 2 duplicate row(s) of 5" in caplog.text
+    assert "skipped 1 prompt(s) over data.max_prompt_tokens" in caplog.text
+    cfg.overlong_prompts = "error"
+    with pytest.raises(DataError, match="row 5: prompt has 40 tokens"):
+        encode_prompts(tok, problems, cfg)
+
+
+def test_a_hub_style_dataset_dir_loads_offline(tmp_path, monkeypatch):
+    """A local directory laid out like a hub dataset repo (parquet shards under data/), named by path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlvr.config import DatasetSpec
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    repo = tmp_path / "dapo-math"
+    (repo / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(ROWS), repo / "data" / "train-00000-of-00001.parquet")
+    problems = load_problems(
+        [], _cfg(prompt_template=None), "data.train_dataset", DatasetSpec(path=str(repo))
+    )
+    assert [p.prompt for p in problems] == [r["question"] for r in ROWS]
+    with pytest.raises(DataError, match=r"dapo-math\[test\]: cannot be loaded"):
+        load_problems([], _cfg(), "data.train_dataset", DatasetSpec(path=str(repo), split="test"))
+
+
+def test_config_takes_rows_from_one_source_and_reads_the_old_key_name(tmp_path):
+    from helpers import compose_config
+
+    from rlvr.config import validate
+
+    c = compose_config("data.train_dataset.path=some/dataset")
+    with pytest.raises(ConfigError, match="data.train_files: and data.train_dataset are both set"):
+        validate(c)
+    c.data.train_files = []
+    validate(c)
+    c.data.train_dataset.path = None
+    with pytest.raises(ConfigError, match="data.train_files: no training rows"):
+        validate(c)
+    path = _jsonl(tmp_path / "d.jsonl", [{"problem": "2+3?", "answer": 5}])
+    old = DataConfig(question_key="problem")  # a config written before prompt_key
+    assert load_problems([path], old, "k")[0].prompt == "2+3?"
+    c = compose_config("data.question_key=problem", "data.prompt_key=other")
+    with pytest.raises(ConfigError, match="data.question_key: is the former name of data.prompt_key"):
+        validate(c)

@@ -268,7 +268,7 @@ def test_update_logs_the_padding_of_the_token_budget_plan(tiny_model, tokenizer)
 )
 def test_config_rejects_bad_budget_and_pack_without_budget(budget, pack, key):
     cfg = RLVRConfig()
-    cfg.model.builtin = "tiny-addition"
+    cfg.model.builtin, cfg.data.train_files = "tiny-addition", ["train.jsonl"]
     validate(cfg)
     cfg.learner.max_tokens_per_microbatch, cfg.learner.pack = budget, pack
     if key == "learner.pack_row_tokens":  # rows of 16 tokens without packing; rows of 0 tokens

@@ -161,6 +161,31 @@ def _parse_gold(gold: str) -> list:
     return parse(_gold_text(gold), [LatexExtractionConfig()], parsing_timeout=None)
 
 
+def gold_problem(gold: str, timeout_s: float = 2.0) -> str | None:
+    """Why `gold` cannot serve as a gold answer, or None: a worked solution rather than an answer (a line
+    break, GSM8K's `####` marker), or text math-verify parses to nothing (within `timeout_s`; call it on the
+    main thread)."""
+    if "####" in gold:
+        return "holds a '####' marker: a worked solution, not its answer"
+    if "\n" in gold.strip():
+        return "spans several lines: a worked solution, not its answer"
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" warning: we time it
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        try:
+            parsed = _parse_gold(gold)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:
+        return f"math-verify could not parse it within {timeout_s} s"
+    except Exception as e:  # the grammar or sympy failing on it
+        return f"math-verify cannot parse it ({type(e).__name__})"
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    return None if parsed else "math-verify parses no answer from it"
+
+
 def verify_one(completion: str, gold: str, timeout_s: float) -> Verdict:
     """Compare the final answer of `completion` with `gold`; call it on a process's main thread.
 

@@ -17,6 +17,7 @@ from rlvr import algo
 from rlvr.config import AlgoConfig, RewardConfig
 from rlvr.learner import RolloutBatch
 from rlvr.reward import MathVerifier, Verdict, rewards_from_verdicts
+from rlvr.reward.functions import MATH, RewardScorer, combine, term_value
 from rlvr.rollout.base import Completion, RolloutEngine, SamplingParams
 
 
@@ -28,6 +29,9 @@ class Group:
     rewards: list[float]  # after shaping
     # per completion: its final box was too long for the verifier to keep whole, so its verdict is NO_ANSWER
     box_too_long: list[bool] = field(default_factory=list)
+    # with reward.functions: per completion, each component's value and each user term's status
+    components: list[dict[str, float]] = field(default_factory=list)
+    statuses: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -51,9 +55,12 @@ def sample_groups(
     seed: int,
     reward: RewardConfig,
     first_index: int = 0,
+    scorer: RewardScorer | None = None,
+    rows_json: Sequence[str] | None = None,
 ) -> tuple[list[Group], float, float]:
-    """n completions per prompt index, verified; returns (groups, rollout seconds, verify seconds).
-    `first_index`: where `indices` start in the step's whole list (a data-parallel rank's share)."""
+    """n completions per prompt index, verified and scored; returns (groups, rollout seconds, verify seconds).
+    `first_index`: where `indices` start in the step's whole list (a data-parallel rank's share). With
+    reward.functions, `scorer` runs the user's terms over the completions and their rows (`rows_json`)."""
     t0 = time.perf_counter()
     outputs = engine.generate([prompt_ids[i] for i in indices], n, params, seed, first_index=first_index)
     t1 = time.perf_counter()
@@ -64,13 +71,32 @@ def sample_groups(
     rewards = rewards_from_verdicts(
         verdicts, reward.correct, reward.incorrect, reward.no_answer, reward.timeout
     )
+    components: list[dict[str, float]] = [{} for _ in texts]
+    statuses: list[dict[str, str]] = [{} for _ in texts]
+    if reward.functions:
+        if scorer is not None:
+            components, statuses = scorer.score(texts, [rows_json[i] for i in indices for _ in range(n)])
+        for c, r in zip(components, rewards):
+            c[MATH] = r
+        rewards = combine([(t.name, t.weight) for t in reward.functions], components)
+        if reward.accuracy != MATH:  # acc/mean and dynamic sampling follow the named term
+            verdicts = [
+                Verdict.CORRECT
+                if term_value(reward.accuracy, c) >= reward.accuracy_threshold
+                else Verdict.INCORRECT
+                for c in components
+            ]
+        if not any(t.name == MATH for t in reward.functions):
+            for c in components:
+                del c[MATH]
     t2 = time.perf_counter()
     groups = [
         Group(
-            i, cs, verdicts[k * n : (k + 1) * n], rewards[k * n : (k + 1) * n], too_long[k * n : (k + 1) * n]
+            i, cs, verdicts[k * n : (k + 1) * n], rewards[k * n : (k + 1) * n], too_long[k * n : (k + 1) * n],
+            components[k * n : (k + 1) * n], statuses[k * n : (k + 1) * n],
         )
         for k, (i, cs) in enumerate(zip(indices, outputs))
-    ]
+    ]  # fmt: skip
     return groups, t1 - t0, t2 - t1
 
 
@@ -169,4 +195,18 @@ def rollout_metrics(collected: Collected, group_size: int) -> dict[str, float]:
         "timing/rollout_s": collected.rollout_s,
         "timing/verify_s": collected.verify_s,
         "throughput/gen_tokens_per_s": collected.gen_tokens / max(collected.rollout_s, 1e-9),
+        **_component_metrics(collected.sampled, n),
     }
+
+
+def _component_metrics(groups: list[Group], n: int) -> dict[str, float]:
+    """reward/<component>/mean of each reward term's value, and each user term's error and timeout fractions."""
+    components = [c for g in groups for c in g.components]
+    statuses = [s for g in groups for s in g.statuses]
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for c in components for k in c):
+        out[f"reward/{key}/mean"] = sum(c.get(key, 0.0) for c in components) / n
+    for name in dict.fromkeys(k for s in statuses for k in s):
+        out[f"reward/{name}/error_frac"] = sum(s.get(name) == "error" for s in statuses) / n
+        out[f"reward/{name}/timeout_frac"] = sum(s.get(name) == "timeout" for s in statuses) / n
+    return out

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from rlvr.guard import RunDiverged
 from rlvr.rollout.base import Completion, SamplingParams
 
 
@@ -82,6 +83,11 @@ class HFRolloutEngine:
         for _ in range(params.max_new_tokens):
             logits = filter_logits(out.logits[:, -1].float() / params.temperature, params.top_k, params.top_p)
             logp = logits.log_softmax(-1)
+            if torch.isnan(logp).any():  # else torch.multinomial fails with a message that names no cause
+                raise RunDiverged(
+                    "the policy's next-token probabilities hold NaN while sampling (hf backend): its weights or "
+                    "activations are not finite; likely causes: optim.lr too high, or a model with broken weights"
+                )
             token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
             token = token.masked_fill(finished, pad)
             tokens.append(token)
