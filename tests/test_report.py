@@ -210,3 +210,21 @@ def test_swept_values_from_configs_without_hydra_records(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| run | algo.kl.coef | status |" in printed  # trainer.output_dir differs too, but is never swept
     assert "| low | 0.0 | done | 4/4 |" in printed and "| high | 0.01 | done | 4/4 |" in printed
+
+
+def test_a_sweep_of_many_runs_draws_its_legends_beside_the_curves(tmp_path):
+    """18 runs (6 settings x 3 seeds): the entries go beside the axes, the figure widened for them, instead of
+    covering the curves and squeezing the axes to nothing; the per-run p10-p90 bands are left out."""
+    from PIL import Image
+
+    sweep = tmp_path / "sweep"
+    for i in range(18):
+        _write_job(sweep / f"{i}_x", [f"algo.clip.eps_high=0.{20 + i}"], total_steps=20)
+    assert main([str(sweep)]) == 0
+    width, _ = Image.open(sweep / "report" / "entropy.png").size
+    assert width > 8 * 110 * 1.3  # 8 inches at 110 dpi, widened by the legend's column
+    few = tmp_path / "few"
+    for i in range(2):
+        _write_job(few / f"{i}_x", [f"algo.clip.eps_high=0.{20 + i}"], total_steps=20)
+    assert main([str(few)]) == 0
+    assert Image.open(few / "report" / "entropy.png").size[0] == 8 * 110

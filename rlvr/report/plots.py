@@ -43,6 +43,23 @@ def _new_figure(nrows: int = 1, height: float = 4.0, step_axis: bool = True):
     return fig, axes
 
 
+_MAX_INSIDE = 8  # legend entries drawn inside the axes; more go beside them, smaller, the figure widened
+_BANDS_UP_TO = 6  # runs whose p10-p90 bands are drawn: past that they cover each other
+
+
+def _legend(ax) -> None:
+    """The axes' legend: inside when short, else beside the axes in columns of 25 entries (a sweep of 18 runs
+    has dozens: inside, they would cover the curves and squeeze the axes to nothing)."""
+    n = len(ax.get_legend_handles_labels()[0])
+    if n <= _MAX_INSIDE:
+        ax.legend(fontsize="small")
+        return
+    ncols = (n + 24) // 25
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, ncols=ncols)
+    fig = ax.figure
+    fig.set_figwidth(max(fig.get_figwidth(), 8 + 3.6 * ncols))
+
+
 def _colors(n: int) -> list:
     from matplotlib import colormaps
 
@@ -72,7 +89,7 @@ def _plot_lines(ax, runs: Sequence[Run], keys: Sequence[str], marker_keys: Seque
                 )
             drawn = True
     if drawn:
-        ax.legend(fontsize="small")
+        _legend(ax)
         ax.grid(alpha=0.3)
     return drawn
 
@@ -97,7 +114,7 @@ def plot_entropy(runs: Sequence[Run], path: Path) -> None:
         ax.plot(steps, mean, color=color, label=f"{label}entropy/mean")
         band = [dict(zip(*run.series(k))) for k in ("entropy/p10", "entropy/p90")]
         band_steps = sorted(set(band[0]) & set(band[1]))
-        if band_steps:
+        if band_steps and len(runs) <= _BANDS_UP_TO:
             ax.fill_between(
                 band_steps,
                 [band[0][s] for s in band_steps],
@@ -109,12 +126,11 @@ def plot_entropy(runs: Sequence[Run], path: Path) -> None:
             )
         warn_steps, warned = run.series("entropy/collapse_warning")
         for s in warn_steps[warned > 0]:
-            ax.axvline(
-                s, color=color, linestyle="--", linewidth=1, label=f"{label}collapse warning (step {s:g})"
-            )
+            warning = f"{label}collapse warning (step {s:g})" if len(runs) <= _BANDS_UP_TO else None
+            ax.axvline(s, color=color, linestyle="--", linewidth=1, label=warning)
         drawn = True
     if drawn:
-        ax.legend(fontsize="small")
+        _legend(ax)
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
     else:
@@ -244,7 +260,7 @@ def plot_passk(runs: Sequence[Run], path: Path) -> None:
             )
             drawn = True
     if drawn:
-        ax.legend(fontsize="small")
+        _legend(ax)
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1.02)
     else:
@@ -295,7 +311,7 @@ def plot_entropy_law(runs: Sequence[Run], path: Path) -> None:
         drawn = True
     if drawn:
         ax.set_xlim(left=0, right=1.2 * h_max if h_max > 0 else None)
-        ax.legend(fontsize="small")
+        _legend(ax)
         ax.grid(alpha=0.3)
     else:
         _no_data(ax, "entropy_law/point_entropy (needs eval.every > 0 with eval/pass@1)")
