@@ -110,13 +110,13 @@ def test_lr_typed_1e3_stops_the_run_before_any_broken_checkpoint(tiny_cache, tmp
     naming the lr, and every checkpoint it wrote holds finite weights."""
     out = tmp_path / "run"
     proc = run_train(
-        tiny_cache, out, "optim.lr=1e3", "trainer.total_steps=60", "trainer.save_every=1", "trainer.keep_last=2",
+        tiny_cache, out, "optim.lr=1e3", "trainer.total_steps=60", "trainer.no_signal_max_steps=5", "trainer.save_every=1", "trainer.keep_last=2",
         "eval.every=0", check=False, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "rlvr-train: error: step" in proc.stderr and "optim.lr (now 1000)" in proc.stderr
     steps = [m["step"] for m in metrics_lines(out)]
-    assert max(steps) <= 25  # the no-signal bound (20 steps in a row) past the first ruined step
+    assert max(steps) <= 8  # the no-signal bound (5 steps in a row) past the first ruined steps
     checkpoints = sorted((out / "checkpoints").glob("step_*"))
     assert checkpoints
     for ckpt in checkpoints:
