@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlvr import distributed as dist
-from rlvr.config import DataConfig, RLVRConfig, eval_sets
+from rlvr.config import DataConfig, EvalSetConfig, RLVRConfig, eval_sets
 from rlvr.data.prompts import check_golds, encode_prompts, load_problems
 from rlvr.metrics import mean_pass_at_k
 from rlvr.reward import MathVerifier, Verdict
@@ -107,16 +107,17 @@ def evaluate_sets(
 def build_eval_sets(cfg: RLVRConfig, tokenizer, check_math_golds: bool = True) -> list[EvalSet]:
     """The held-out sets of a config, read, checked and tokenized: eval.sets, else the one split of
     data.eval_files / data.eval_dataset (named ""), else none."""
-    return [_eval_set(cfg, name, d, key, tokenizer, check_math_golds) for name, d, key in _eval_sources(cfg)]
+    return [_eval_set(cfg, *source, tokenizer, check_math_golds) for source in _eval_sources(cfg)]
 
 
-def _eval_sources(cfg: RLVRConfig) -> list[tuple[str, DataConfig, str]]:
-    """(name, how to read it, its config key) for each held-out set: eval.sets, else data.eval_*."""
+def _eval_sources(cfg: RLVRConfig) -> list[tuple[str, DataConfig, str, EvalSetConfig | None]]:
+    """(name, how to read it, its config key, its eval.sets entry) for each held-out set: eval.sets, else
+    data.eval_* (no entry)."""
     d = cfg.data
     if not cfg.eval.sets:
         if d.eval_dataset.path is not None:
-            return [("", d, "data.eval_dataset")]
-        return [("", d, "data.eval_files")] if d.eval_files else []
+            return [("", d, "data.eval_dataset", None)]
+        return [("", d, "data.eval_files", None)] if d.eval_files else []
     sources = []
     for name, s in eval_sets(cfg.eval).items():
         data = dataclasses.replace(
@@ -133,11 +134,13 @@ def _eval_sources(cfg: RLVRConfig) -> list[tuple[str, DataConfig, str]]:
             dedup=False,
             eval_max_prompts=s.max_prompts,
         )
-        sources.append((name, data, f"eval.sets.{name}"))
+        sources.append((name, data, f"eval.sets.{name}", s))
     return sources
 
 
-def _eval_set(cfg: RLVRConfig, name: str, d: DataConfig, key: str, tokenizer, check: bool) -> EvalSet:
+def _eval_set(
+    cfg: RLVRConfig, name: str, d: DataConfig, key: str, s: EvalSetConfig | None, tokenizer, check: bool
+) -> EvalSet:
     from rlvr.reward.math_verifier import gold_problem
 
     dataset = d.eval_dataset if d.eval_dataset.path is not None else None
@@ -147,7 +150,6 @@ def _eval_set(cfg: RLVRConfig, name: str, d: DataConfig, key: str, tokenizer, ch
         check_golds(problems, key, gold_problem)
     problems, ids = encode_prompts(tokenizer, problems, d, key)
     e, r = cfg.eval, cfg.rollout
-    s = eval_sets(cfg.eval).get(name)
     ks = (s.k if s and s.k else None) or e.k
     params = SamplingParams(
         (s.temperature if s else None) or e.temperature or r.temperature,
