@@ -89,9 +89,12 @@ def test_resolve_model_reads_a_hub_id_from_the_offline_cache(shipped, tmp_path, 
     from rlvr.config import ConfigError
     from rlvr.model_source import is_hub_id, resolve_model
 
+    import huggingface_hub.constants as hub
+
     cache, snapshot = _hub_cache(tmp_path, shipped)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_CACHE when first imported, which an earlier test in this process may have done
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
     assert is_hub_id("rlvr/tiny-addition") and is_hub_id("gpt2")
     assert not is_hub_id("./models/x") and not is_hub_id("/models/x") and not is_hub_id("a/b/c")
     assert resolve_model(str(shipped)) == str(shipped)
