@@ -69,6 +69,8 @@ class DataConfig:
     overlong_prompts: str = "error"  # error | skip (skipped rows are counted and reported once)
     dedup: bool = False  # drop rows whose (prompt, gold) repeats an earlier row's; the count is reported
     eval_max_prompts: int | None = None  # use only the first N eval rows
+    # keep prompt token ids under RLVR_CACHE_DIR/prompt_tokens: one process per machine tokenizes a dataset, once
+    token_cache: bool = True
 
 
 @dataclass

@@ -19,6 +19,15 @@ BIN = Path(sys.executable).parent  # the venv's bin/: rlvr-train, rlvr-report, r
 RLVR_TRAIN = BIN / "rlvr-train"
 
 
+# the short run that conftest's two_step_run makes once (total_steps first: a resume can drop it)
+TWO_STEPS = (
+    "trainer.total_steps=2",
+    "eval.every=0",
+    "trainer.prompts_per_step=8",
+    "trainer.progress_bar=false",
+)
+
+
 def train_env(cache, **extra: str) -> dict[str, str]:
     """This process's environment with RLVR_CACHE_DIR at `cache` and the `extra` variables on top."""
     return {**os.environ, "RLVR_CACHE_DIR": str(cache), **extra}

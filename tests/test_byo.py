@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import metrics_lines, run_train
 
+from rlvr.config import ConfigError, eval_sets
 from rlvr.tiny_model import install_tiny_assets
 
 FAST = (
@@ -86,10 +87,9 @@ def _hub_cache(tmp_path, model_dir, repo="rlvr/tiny-addition"):
 
 
 def test_resolve_model_reads_a_hub_id_from_the_offline_cache(shipped, tmp_path, monkeypatch):
-    from rlvr.config import ConfigError
-    from rlvr.model_source import is_hub_id, resolve_model
-
     import huggingface_hub.constants as hub
+
+    from rlvr.model_source import is_hub_id, resolve_model
 
     cache, snapshot = _hub_cache(tmp_path, shipped)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -117,6 +117,15 @@ def test_train_from_a_hub_id_offline(shipped, tmp_path):
     )  # fmt: skip
     assert [m["step"] for m in metrics_lines(out)] == [1, 2]
     assert "path: rlvr/tiny-addition" in (out / "config.yaml").read_text()  # the id, not the snapshot
+    # the checkpoint holds the hub model's tokenizer: rlvr-export gives a model dir that needs no hub
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlvr.cli.export import main as export
+
+    assert export([str(out), str(tmp_path / "exported")]) == 0
+    tok = AutoTokenizer.from_pretrained(tmp_path / "exported")
+    assert tok("12+34=")["input_ids"] == AutoTokenizer.from_pretrained(shipped)("12+34=")["input_ids"]
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "exported").num_parameters() > 0
 
 
 def test_two_eval_sets_each_log_their_pass_at_k_and_their_mean(tiny_cache, tmp_path):
@@ -242,3 +251,21 @@ def test_the_public_schema_presets_read_copies_of_their_datasets(shipped, tmp_pa
         "aime24": (["1", "2", "3"], 32),
         "math500": (["2"], 4),
     }
+
+
+def test_eval_set_presets_are_shared_by_runs_and_rlvr_eval(shipped):
+    """configs/eval/sets: a run adds them with +eval/sets=[...] (data=dapo_math does), rlvr-eval --sets names
+    them; either way the same sets."""
+    from helpers import compose_config
+
+    from rlvr.cli.eval import _config, _parser
+
+    run = eval_sets(compose_config("+eval/sets=[aime24,math500]").eval)
+    assert list(run) == ["aime24", "math500"] and run["aime24"].dataset.path == "HuggingFaceH4/aime_2024"
+    assert eval_sets(compose_config("data=dapo_math").eval) == run
+    args = _parser().parse_args([str(shipped), "--sets", "aime24", "math500"])
+    assert eval_sets(_config(args, shipped).eval) == run
+    with pytest.raises(
+        ConfigError, match=r"--sets: 'aime25' is neither a YAML file nor a preset \(aime24, math500\)"
+    ):
+        _config(_parser().parse_args([str(shipped), "--sets", "aime25"]), shipped)

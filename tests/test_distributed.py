@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BIN, assert_same_metrics, metrics_lines, run_train, train_cmd, train_env
+from helpers import BIN, TWO_STEPS, assert_same_metrics, metrics_lines, run_train, train_cmd, train_env
 from margins import within
 from safetensors.torch import load_file
 
@@ -76,18 +76,12 @@ def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
 
 
 @pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml", "zero3.yaml"])
-def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, tmp_path, config):
+def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, two_step_run, tmp_path, config):
     """rlvr-train with 2 processes (data parallel, or sharded by FSDP2 or ZeRO-3 with the weights gathered into
     each rank's vLLM engine at every sync) gives the 1-process run's metrics and checkpoint, which then goes on
     in one."""
-    overrides = (
-        "trainer.total_steps=2",
-        "eval.every=0",
-        "trainer.prompts_per_step=8",
-        "trainer.progress_bar=false",
-    )
-    one, two = tmp_path / "one", tmp_path / "two"
-    run_train(tiny_cache, one, *overrides)
+    overrides = TWO_STEPS
+    one, two = two_step_run, tmp_path / "two"
     # rlvr-train's arguments, after the launcher's; sharded through the script that lets accelerate shard on CPU
     cmd = train_cmd(two, *overrides)
     if config != "ddp.yaml":

@@ -60,25 +60,27 @@ SHORT_AND_MASKED = ["algo.entropy_mask.top_frac=0.2", "algo.dynamic_sampling.max
 @pytest.mark.parametrize("backend", ["hf", "vllm"])
 def test_resume_is_exact(tiny_cache, tmp_path, backend):
     """Straight vs restarted at steps 2 (no reset yet) and 4 (after the reset at 3): identical. The matrix's KL
-    cases on both backends; on hf also the entropy mask, short batches and their mini-batches."""
+    cases on hf, with the entropy mask, short batches and their mini-batches; on vLLM (whose own state is the
+    sampler's) the restart at 2 alone, the reset being the learner's."""
     extra = SHORT_AND_MASKED if backend == "hf" else []
     overrides = [f"rollout.backend={backend}", *KL, *extra]
-    straight, resumed = _straight_and_interrupted(tiny_cache, tmp_path, overrides, total=6, every=2)
+    total = 6 if backend == "hf" else 4
+    straight, resumed = _straight_and_interrupted(tiny_cache, tmp_path, overrides, total=total, every=2)
     lines = metrics_lines(resumed)
-    assert [d["ref/resets"] for d in lines] == [0, 0, 1, 1, 1, 2]
+    assert [d["ref/resets"] for d in lines] == [0, 0, 1, 1, 1, 2][:total]
     assert all(d["kl/ref"] > 0 for d in lines[1:])  # the policy has left the base model from step 2 on
     if backend == "hf":
         assert any(d["groups/kept"] < 32 for d in lines)  # a short batch ...
         assert any(0 < d["learner/minibatches"] < 4 for d in lines)  # ... split into fewer mini-batches
         assert all(0 < d["learner/pg_token_frac"] < 0.5 for d in lines if d["groups/kept"])
-    _assert_identical(straight, resumed, 6)
+    _assert_identical(straight, resumed, total)
 
 
-@pytest.mark.parametrize("preset", ["clip_cov", "kl_cov"])
-def test_resume_is_exact_with_covariance_control(tiny_cache, tmp_path, preset):
-    """Clip-Cov's random draw and KL-Cov's selection, per optimizer step under the current policy, come out the
-    same after a restart (hf backend)."""
-    overrides = ["rollout.backend=hf", f"algo={preset}"]
+def test_resume_is_exact_with_clip_cov(tiny_cache, tmp_path):
+    """Clip-Cov's random draw, per optimizer step under the current policy, comes out the same after a restart
+    (hf backend): its generator is checkpointed. (KL-Cov's selection is a top-k of the batch's covariances, no
+    state of its own: the resume tests above cover it.)"""
+    overrides = ["rollout.backend=hf", "algo=clip_cov"]
     straight, resumed = _straight_and_interrupted(tiny_cache, tmp_path, overrides, total=4, every=2)
     assert all(d["cov/selected_frac"] > 0 for d in metrics_lines(resumed) if d["groups/kept"])
     _assert_identical(straight, resumed, 4)

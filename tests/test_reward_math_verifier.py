@@ -221,8 +221,10 @@ MORE = [
 
 def test_fast_path_gives_the_full_paths_verdicts(verifier):
     pairs = [p.values if hasattr(p, "values") else p for p in PAIRS]
-    completions = [c for _, c, _ in pairs] + list(HOSTILE.values()) + [c for c, _ in MORE]
-    golds = [g for g, _, _ in pairs] + ["5"] * len(HOSTILE) + [g for _, g in MORE]
+    # of HOSTILE only the one the fast path answers: the others reach the workers either way (and time out there,
+    # which test_hostile_completions_get_a_verdict_in_time checks once)
+    completions = [c for _, c, _ in pairs] + [HOSTILE["megabyte_text"]] + [c for c, _ in MORE]
+    golds = [g for g, _, _ in pairs] + ["5"] + [g for _, g in MORE]
     answered_fast = [
         fast_verdict(c[-verifier.max_chars :], g) is not None for c, g in zip(completions, golds)
     ]
@@ -233,8 +235,7 @@ def test_fast_path_gives_the_full_paths_verdicts(verifier):
         full = verifier.verify(completions, golds)
     finally:
         verifier.fast_path = True
-    # a sample that the workers answer both times may time out in one run only (nested_fracs is close to it)
-    assert all(a == b or (T in (a, b) and not quick) for a, b, quick in zip(fast, full, answered_fast))
+    assert fast == full
     assert full[-6:] == [W, W, W, W, W, W]
     assert not os.path.exists("/tmp/rlvr_pwned")
 

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 import pytest
 import torch
-from helpers import assert_same_metrics, metrics_lines, train_cmd, train_env
+from helpers import TWO_STEPS, assert_same_metrics, metrics_lines, train_cmd, train_env
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_distributed import SHARD_ON_CPU, launch
@@ -163,33 +163,18 @@ def test_three_step_run_through_the_server_matches_colocated(server, tiny_cache,
     assert_same_metrics(got, expected, abs_tol=1e-6)
 
 
-@pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml", "zero3.yaml"])
-def test_two_trainer_processes_through_a_launched_server_match_one_colocated(tiny_cache, tmp_path, config):
-    """Data parallel, FSDP2 or ZeRO-3 (2 processes under `accelerate launch`, rank 0 launching the server and
-    sending the weights, gathered from both ranks' shards when sharded, each rank sampling its share from the
-    server) logs what one colocated process logs."""
-    common = (
-        "trainer.total_steps=2",
-        "eval.every=0",
-        "trainer.progress_bar=false",
-        "trainer.prompts_per_step=8",
-    )
-    with open(
-        tmp_path / "colocated.log", "w"
-    ) as log:  # alongside: the runs mostly wait on different processes
-        colocated = subprocess.Popen(
-            train_cmd(tmp_path / "colocated", *common),
-            env=train_env(tiny_cache),
-            cwd=tmp_path,
-            stdout=log,
-            stderr=log,
-        )
-    cmd = train_cmd(tmp_path / "server", *common, "rollout=server")
-    if config != "ddp.yaml":
-        cmd[0] = str(SHARD_ON_CPU)
+@pytest.mark.parametrize("config", ["fsdp2.yaml", "zero3.yaml"])
+def test_two_trainer_processes_through_a_launched_server_match_one_colocated(
+    tiny_cache, two_step_run, tmp_path, config
+):
+    """FSDP2 or ZeRO-3 (2 processes under `accelerate launch`, rank 0 launching the server and sending the
+    weights gathered from both ranks' shards, each rank sampling its share from the server) logs what one
+    colocated process logs. Data parallel takes the same path with nothing to gather (every rank joins the
+    sender's iteration either way), and its weight names are those of test_distributed.py's DDP run."""
+    cmd = train_cmd(tmp_path / "server", *TWO_STEPS, "rollout=server")
+    cmd[0] = str(SHARD_ON_CPU)
     launch(2, *cmd, config=config, env=train_env(tiny_cache), cwd=tmp_path)
-    assert colocated.wait(timeout=600) == 0, (tmp_path / "colocated.log").read_text()[-3000:]
-    got, expected = metrics_lines(tmp_path / "server"), metrics_lines(tmp_path / "colocated")
+    got, expected = metrics_lines(tmp_path / "server"), metrics_lines(two_step_run)
     assert [d["step"] for d in expected] == [1, 2]
     assert_same_metrics(got, expected)
 

@@ -1,12 +1,12 @@
-"""`rlvr-eval MODEL --data FILE [...]` or `rlvr-eval MODEL --sets SETS.yaml`: pass@k of a model on held-out sets.
+"""`rlvr-eval MODEL --data FILE [...]` or `rlvr-eval MODEL --sets SET [...]`: pass@k of a model on held-out sets.
 
     rlvr-eval runs/quickstart/checkpoints/step_000200 --data .cache/rlvr/tiny-addition/eval.jsonl --k 1 4 --n 8
-    rlvr-eval Qwen/Qwen2.5-Math-1.5B --backend vllm --sets sets.yaml --out eval_out --gpu-memory-utilization 0.8
+    rlvr-eval Qwen/Qwen2.5-Math-1.5B --backend vllm --sets aime24 math500 --out eval_out --gpu-memory-utilization 0.8
 
-MODEL is a checkpoint dir (checkpoints/step_N), a Hugging Face model dir or a hub id. `--sets` is a YAML mapping
-of set name to the keys of the trainer's eval.sets.<name> (files or dataset, prompt_key, answer_key,
-answer_pattern, k, n, temperature, top_p, max_new_tokens, ...); `--data` makes one set, named "data", from the
-options below. Prints one JSON object ({"eval/<set>/pass@1": ..., "eval/pass@1": the mean over sets, ...});
+MODEL is a checkpoint dir (checkpoints/step_N), a Hugging Face model dir or a hub id. Each `--sets` item is a
+preset of configs/eval/sets/ (the sets a run adds with +eval/sets=[...]) or a YAML file mapping set names to the
+keys of the trainer's eval.sets.<name> (files or dataset, prompt_key, answer_key, answer_pattern, k, n,
+temperature, top_p, max_new_tokens, ...); `--data` makes one set, named "data", from the options below. Prints one JSON object ({"eval/<set>/pass@1": ..., "eval/pass@1": the mean over sets, ...});
 with --out DIR it writes DIR/results.json, DIR/<set>.json and every sample in DIR/<set>.samples.jsonl.
 """
 
@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 from rlvr.config import ConfigError, EvalSetConfig, RLVRConfig, RolloutConfig
+
+# the trainer's eval set presets (+eval/sets=[NAME] in a run); configs/ sits beside the package (editable install)
+SET_PRESETS = Path(__file__).resolve().parents[2] / "configs" / "eval" / "sets"
 
 
 def _model_dir(model: str, revision: str | None) -> Path:
@@ -36,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="a hub id's branch, tag or commit")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", nargs="+", help=".jsonl/.json/.parquet files or a datasets dir: one set")
-    source.add_argument("--sets", type=Path, help="YAML: set name -> eval.sets keys")
+    source.add_argument(
+        "--sets", nargs="+", help="presets of configs/eval/sets (aime24, math500) or YAML files: name -> keys"
+    )
     p.add_argument("--k", type=int, nargs="+", default=[1])
     p.add_argument("--n", type=int, default=None, help="samples per prompt (default max k)")
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
@@ -86,14 +91,19 @@ def _config(args, model_dir: Path) -> RLVRConfig:
         max_model_len=args.max_model_len,
     )  # fmt: skip
     if args.sets is not None:
-        try:
-            raw = OmegaConf.load(args.sets)
-            sets = {
-                str(name): OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalSetConfig), node))
-                for name, node in raw.items()
-            }
-        except Exception as e:
-            raise ConfigError("--sets", f"{args.sets}: {str(e).splitlines()[0]}") from None
+        sets = {}
+        for source in args.sets:
+            path = Path(source) if Path(source).is_file() else SET_PRESETS / f"{source}.yaml"
+            if not path.is_file():
+                presets = ", ".join(sorted(p.stem for p in SET_PRESETS.glob("*.yaml")))
+                raise ConfigError("--sets", f"{source!r} is neither a YAML file nor a preset ({presets})")
+            try:
+                sets.update({
+                    str(name): OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalSetConfig), node))
+                    for name, node in OmegaConf.load(path).items()
+                })  # fmt: skip
+            except Exception as e:
+                raise ConfigError("--sets", f"{path}: {str(e).splitlines()[0]}") from None
     else:
         sets = {"data": EvalSetConfig(
             files=list(args.data), prompt_key=args.prompt_key, answer_key=args.answer_key,

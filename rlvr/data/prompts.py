@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.config import ConfigError, DataConfig, DatasetSpec
+from rlvr.data import token_cache
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +284,43 @@ def encode_prompts(
     data.system_prompt replacing their system message (or put first); string prompts as they are, or as one
     user message with data.use_chat_template. A prompt over data.max_prompt_tokens is an error, or skipped
     with data.overlong_prompts=skip (counted, logged once). Characters are checked before tokenizing
-    (`check_prompt_chars`), tokens after."""
-    kept, out, skipped = [], [], 0
-    for prob in problems:
+    (`check_prompt_chars`), tokens after. With data.token_cache the ids come from, or go to, the machine's
+    cache (rlvr/data/token_cache.py): one process per machine tokenizes a dataset, once."""
+    fingerprint = (
+        token_cache.tokenizer_fingerprint(getattr(tokenizer, "name_or_path", "")) if cfg.token_cache else None
+    )
+    if fingerprint is None:
+        kept, ids = _tokenize(tokenizer, problems, cfg)
+    else:
+        import tokenizers
+        import transformers
+
+        settings = {
+            "tokenizer": fingerprint,
+            "class": type(tokenizer).__name__,
+            "chat_template": getattr(tokenizer, "chat_template", None),  # as loaded, or set after loading
+            "versions": [transformers.__version__, tokenizers.__version__],
+            "data": [cfg.system_prompt, cfg.use_chat_template, cfg.max_prompt_tokens, cfg.overlong_prompts],
+        }
+        digest = token_cache.cache_key(settings, ([p.prompt, p.messages] for p in problems))
+        kept, ids = token_cache.load_or_build(
+            token_cache.cache_dir(), digest, lambda: _tokenize(tokenizer, problems, cfg)
+        )
+    if len(kept) < len(problems):
+        log.warning(
+            "%s: skipped %d prompt(s) over data.max_prompt_tokens tokens (data.overlong_prompts=skip)",
+            key,
+            len(problems) - len(kept),
+        )
+    if not kept:
+        raise DataError(f"{key}: every prompt is over data.max_prompt_tokens={cfg.max_prompt_tokens}")
+    return [problems[i] for i in kept], ids
+
+
+def _tokenize(tokenizer, problems: Sequence[Problem], cfg: DataConfig) -> tuple[list[int], list[list[int]]]:
+    """(indices of the problems kept, their prompts' token ids); see encode_prompts."""
+    kept, out = [], []
+    for i, prob in enumerate(problems):
         try:
             if prob.messages is not None:
                 messages = [{"role": r, "content": c} for r, c in prob.messages]
@@ -311,18 +346,9 @@ def encode_prompts(
         except _Overlong:
             if cfg.overlong_prompts != "skip":
                 raise
-            skipped += 1
             continue
-        kept.append(prob)
-        out.append(ids)
-    if skipped:
-        log.warning(
-            "%s: skipped %d prompt(s) over data.max_prompt_tokens tokens (data.overlong_prompts=skip)",
-            key,
-            skipped,
-        )
-    if not kept:
-        raise DataError(f"{key}: every prompt is over data.max_prompt_tokens={cfg.max_prompt_tokens}")
+        kept.append(i)
+        out.append(list(ids))
     return kept, out
 
 
