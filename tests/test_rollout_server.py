@@ -163,17 +163,18 @@ def test_three_step_run_through_the_server_matches_colocated(server, tiny_cache,
     assert_same_metrics(got, expected, abs_tol=1e-6)
 
 
-@pytest.mark.parametrize("config", ["fsdp2.yaml", "zero3.yaml"])
-def test_two_trainer_processes_through_a_launched_server_match_one_colocated(
-    tiny_cache, two_step_run, tmp_path, config
+def test_two_sharded_trainer_processes_through_a_launched_server_match_one_colocated(
+    tiny_cache, two_step_run, tmp_path
 ):
-    """FSDP2 or ZeRO-3 (2 processes under `accelerate launch`, rank 0 launching the server and sending the
-    weights gathered from both ranks' shards, each rank sampling its share from the server) logs what one
-    colocated process logs. Data parallel takes the same path with nothing to gather (every rank joins the
-    sender's iteration either way), and its weight names are those of test_distributed.py's DDP run."""
+    """ZeRO-3 (2 processes under `accelerate launch`, rank 0 launching the server and sending the weights
+    gathered from both ranks' shards, each rank sampling its share from the server) logs what one colocated
+    process logs. The server path is the same for every learner layout (each rank joins the sender's iteration
+    over `checkpoint_names`); what differs is how that iteration gathers a tensor and reads its full shape,
+    which test_distributed.py checks for DDP and FSDP2 (colocated) and this test for ZeRO-3, whose partitions
+    hide their shape (`ds_shape`)."""
     cmd = train_cmd(tmp_path / "server", *TWO_STEPS, "rollout=server")
     cmd[0] = str(SHARD_ON_CPU)
-    launch(2, *cmd, config=config, env=train_env(tiny_cache), cwd=tmp_path)
+    launch(2, *cmd, config="zero3.yaml", env=train_env(tiny_cache), cwd=tmp_path)
     got, expected = metrics_lines(tmp_path / "server"), metrics_lines(two_step_run)
     assert [d["step"] for d in expected] == [1, 2]
     assert_same_metrics(got, expected)

@@ -110,8 +110,8 @@ def test_sharded_update_and_checkpoints_match_one_process(tmp_path, tokenizer, c
 
 def test_zero3_bf16_run_resumes_exactly(tiny_cache, tmp_path):
     """Under bf16 mixed precision ZeRO-3's module weights are bf16 copies of its fp32 masters: checkpoints hold
-    the masters and resume loads them back, so 2 steps, a restart and a third give the weights of 3 straight
-    steps bit for bit (with masters rebuilt from the bf16 module instead they were 1.7e-3 apart)."""
+    the masters and resume loads them back, so step 3 restarted from the step-2 checkpoint gives the weights of
+    3 straight steps bit for bit (with masters rebuilt from the bf16 module instead they were 1.7e-3 apart)."""
     common = (
         "eval.every=0",
         "trainer.prompts_per_step=8",
@@ -119,17 +119,19 @@ def test_zero3_bf16_run_resumes_exactly(tiny_cache, tmp_path):
         "model.dtype=bfloat16",
     )
 
-    def run(out, steps: int) -> None:
-        cmd = train_cmd(out, *common, f"trainer.total_steps={steps}")
+    def run(out, *overrides: str) -> None:
+        cmd = train_cmd(out, *common, "trainer.total_steps=3", *overrides)
         cmd[0] = str(SHARD_ON_CPU)  # ZeRO-3 partitioning every parameter of the tiny model
         launch(2, *cmd, config="zero3.yaml", env=train_env(tiny_cache), cwd=tmp_path)
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run(straight, 3)
-    run(resumed, 2)
-    run(resumed, 3)
+    run(straight, "trainer.save_every=2")  # checkpoints at 2 and 3
+    run(
+        resumed, f"trainer.resume={straight / 'checkpoints' / 'step_000002'}"
+    )  # step 3 again, after a restart
     assert "resumed from" in (resumed / "train.log").read_text()
-    assert_same_metrics(metrics_lines(resumed), metrics_lines(straight), abs_tol=0.0)
+    assert [m["step"] for m in metrics_lines(resumed)] == [3]
+    assert_same_metrics(metrics_lines(resumed), metrics_lines(straight)[2:], abs_tol=0.0)
     files = [load_file(d / "checkpoints/step_000003/policy/model.safetensors") for d in (straight, resumed)]
     assert files[0]["model.embed_tokens.weight"].dtype == torch.float32
     assert_close_state(*files, rel=0.0)

@@ -8,7 +8,8 @@ partitioned by DeepSpeed ZeRO-3) on gloo processes.
   path (`fully_shard` of each decoder layer and the root, its optimizer remapping, its state-dict loading).
 - ZeRO-3 runs on CPU as it is (DeepSpeed's CPU accelerator, gloo), but keeps every parameter smaller than
   `stage3_param_persistence_threshold` (100k elements) whole on each rank: all of the tiny model's.
-  `zero3_partition_all` sets it to 0, so that every parameter is partitioned.
+  `zero3_partition_all` sets it to 0, so that every parameter is partitioned (and leaves out DeepSpeed's
+  CPU shared-memory all-reduce, a C++ op built on first use: gloo does those sums).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def fsdp2_on_cpu() -> None:
 
 def zero3_partition_all() -> None:
     assert os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true", "launch with configs/accelerate/zero3.yaml"
+    import importlib
+
+    # DeepSpeed's CPU shared-memory all-reduce is a C++ op that gcc builds on its first use on a machine (30 s
+    # on CI's fresh one); without it the same sums go through gloo, as every other collective here does. (The
+    # module by import_module: the attribute deepspeed.comm.torch is torch itself, re-exported.)
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
     def change(accelerator) -> None:
         config = accelerator.state.deepspeed_plugin.deepspeed_config
