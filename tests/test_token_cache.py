@@ -3,6 +3,7 @@ tokenizer files and prompt settings (rlvr/data/token_cache.py)."""
 
 import multiprocessing
 import time
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -116,3 +117,25 @@ def test_a_failed_build_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="row 3"):
         token_cache.load_or_build(tmp_path, "f" * 64, fail)
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_an_unusable_cache_costs_only_the_saving(tmp_path, caplog, monkeypatch):
+    """A cache dir that cannot be made, and a full disk at the write: the ids are built and used, the reason
+    logged, nothing raised, nothing left behind."""
+    (tmp_path / "file").write_text("not a directory")
+    built = ([0], [[5, 6]])
+    with caplog.at_level("WARNING"):
+        assert (
+            token_cache.load_or_build(tmp_path / "file" / "prompt_tokens", "a" * 64, lambda: built) == built
+        )
+    assert "cannot be used" in caplog.text
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full_disk)
+    with caplog.at_level("WARNING"):
+        assert token_cache.load_or_build(tmp_path / "full", "b" * 64, lambda: built) == built
+    assert "not written (" in caplog.text and "No space left on device" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["b" * 64 + ".lock"]

@@ -6,8 +6,9 @@
 MODEL is a checkpoint dir (checkpoints/step_N), a Hugging Face model dir or a hub id. Each `--sets` item is a
 preset of configs/eval/sets/ (the sets a run adds with +eval/sets=[...]) or a YAML file mapping set names to the
 keys of the trainer's eval.sets.<name> (files or dataset, prompt_key, answer_key, answer_pattern, k, n,
-temperature, top_p, max_new_tokens, ...); `--data` makes one set, named "data", from the options below. Prints one JSON object ({"eval/<set>/pass@1": ..., "eval/pass@1": the mean over sets, ...});
-with --out DIR it writes DIR/results.json, DIR/<set>.json and every sample in DIR/<set>.samples.jsonl.
+temperature, top_p, max_new_tokens, ...); `--data` makes one set, named "data", from the options below. Prints
+one JSON object ({"eval/<set>/pass@1": ..., "eval/pass@1": the mean over sets, ...}); with --out DIR it writes
+DIR/results.json, DIR/<set>.json and every sample in DIR/<set>.samples.jsonl.
 """
 
 from __future__ import annotations

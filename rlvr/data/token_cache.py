@@ -54,34 +54,55 @@ def load_or_build(
     root: Path, key: str, build: Callable[[], tuple[list[int], list[list[int]]]]
 ) -> tuple[list[int], list[list[int]]]:
     """(kept row indices, token ids of each kept prompt) from root/<key>.safetensors, built by `build` (and
-    written) by whichever process takes the key's lock first. A build that raises writes nothing."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{key}.safetensors"
-    with open(root / f"{key}.lock", "w") as lock:
+    written) by whichever process takes the key's lock first. A build that raises writes nothing. The cache is
+    a saving, never a failure: where it cannot be written (read-only or full disk) the ids are built, used and
+    the reason logged."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{key}.lock", "w")  # noqa: SIM115 (held across the build: the with below closes it)
+    except OSError as e:
+        log.warning("prompt token cache %s cannot be used (%s); tokenizing without it", root, e)
+        return build()
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this process dies
+        path = root / f"{key}.safetensors"
         if path.exists():
             try:
-                t = load_file(path)
-                offsets = t["offsets"].tolist()
-                flat = t["ids"].tolist()
-                ids = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-                log.info("prompt token ids: read %d prompts from %s", len(ids), path)
-                return t["kept"].tolist(), ids
+                return _read(path)
             except Exception as e:  # damaged by hand or by a full disk: rebuild it
                 log.warning("prompt token cache %s is unreadable (%s); tokenizing again", path, e)
         kept, ids = build()
-        lengths = torch.tensor([0] + [len(x) for x in ids], dtype=torch.int64)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file(
-            {
-                "ids": torch.tensor([t for x in ids for t in x], dtype=torch.int64),
-                "offsets": torch.cumsum(lengths, 0),
-                "kept": torch.tensor(kept, dtype=torch.int64),
-            },
-            tmp,
-        )
-        os.replace(tmp, path)
+        try:
+            _write(path, kept, ids)
+        except OSError as e:
+            log.warning("prompt token cache %s not written (%s); the next run tokenizes again", path, e)
         return kept, ids
+
+
+def _read(path: Path) -> tuple[list[int], list[list[int]]]:
+    from safetensors.torch import load_file
+
+    t = load_file(path)
+    offsets, flat = t["offsets"].tolist(), t["ids"].tolist()
+    ids = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    log.info("prompt token ids: read %d prompts from %s", len(ids), path)
+    return t["kept"].tolist(), ids
+
+
+def _write(path: Path, kept: list[int], ids: list[list[int]]) -> None:
+    """To a temporary name, then renamed into place: a reader sees the whole file or none."""
+    import torch
+    from safetensors.torch import save_file
+
+    lengths = torch.tensor([0] + [len(x) for x in ids], dtype=torch.int64)
+    tensors = {
+        "ids": torch.tensor([t for x in ids for t in x], dtype=torch.int64),
+        "offsets": torch.cumsum(lengths, 0),
+        "kept": torch.tensor(kept, dtype=torch.int64),
+    }
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
