@@ -78,8 +78,8 @@ def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
 @pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml", "zero3.yaml"])
 def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, two_step_run, tmp_path, config):
     """rlvr-train with 2 processes (data parallel, or sharded by FSDP2 or ZeRO-3 with the weights gathered into
-    each rank's vLLM engine at every sync) gives the 1-process run's metrics and checkpoint, which then goes on
-    in one."""
+    each rank's vLLM engine at every sync) gives the 1-process run's metrics and checkpoint; a sharded one, gathered,
+    then goes on in one."""
     overrides = TWO_STEPS
     one, two = two_step_run, tmp_path / "two"
     # rlvr-train's arguments, after the launcher's; sharded through the script that lets accelerate shard on CPU

@@ -82,22 +82,17 @@ def test_train_resume_report(tiny_cache, tmp_path):
 
 def test_kl_with_reference_reset_is_checkpointed(tiny_cache, tmp_path):
     out = tmp_path / "kl"
-    _train(
-        tiny_cache,
-        out,
-        "algo=prorl",
-        "algo.kl.reset_every=2",
-        "trainer.total_steps=3",
-        "eval.every=0",
-        "algo.dynamic_sampling.enabled=false",
-    )
+    run = ("algo=prorl", "algo.kl.reset_every=2", "trainer.total_steps=3", "eval.every=0",
+           "algo.dynamic_sampling.enabled=false")  # fmt: skip
+    _train(tiny_cache, out, *run)
     lines = metrics_lines(out)
     assert [d["ref/resets"] for d in lines] == [0, 1, 1]
     assert all("kl/ref" in d for d in lines)
     assert (out / "checkpoints" / "step_000003" / "reference" / "model.safetensors").exists()
-    # trainer.resume=never refuses to overwrite the run
-    proc = _train(tiny_cache, out, "algo=prorl", "trainer.total_steps=4", "trainer.resume=never", check=False)
-    assert proc.returncode == 2 and "trainer.resume" in proc.stderr.strip().splitlines()[-1]
+    # the same experiment with trainer.resume=never refuses to overwrite the run
+    proc = _train(tiny_cache, out, *run, "trainer.total_steps=4", "trainer.resume=never", check=False)
+    assert proc.returncode == 2
+    assert "trainer.resume: 'never', but" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
 
 
 def test_reference_reset_on_plateau_survives_a_restart(tiny_cache, tmp_path):
