@@ -1,6 +1,6 @@
 """Prompt tokenization: the first process on a machine, against every later one (rlvr/data/token_cache.py).
 
-    python benchmarks/prompt_tokens.py --prompts 17398 --chars 400 --vocab 32000
+    python benchmarks/prompt_tokens.py --prompts 17398 --chars 400 --vocab 32000 --seed 0
 
 A DAPO-Math-17k-sized set of chat prompts (one user message each, --chars characters of math-like text) goes
 through `encode_prompts` with a byte-level BPE tokenizer trained here on the same text (--vocab tokens: no hub)
@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=17398)
     p.add_argument("--chars", type=int, default=400)
     p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--seed", type=int, default=0, help="draws the prompts' words")
     args = p.parse_args()
 
     from transformers import AutoTokenizer
@@ -65,12 +66,12 @@ def main() -> None:
     from rlvr.data import token_cache
     from rlvr.data.prompts import Problem, encode_prompts
 
-    texts = _prompts(args.prompts, args.chars)
+    texts = _prompts(args.prompts, args.chars, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["RLVR_CACHE_DIR"] = str(Path(tmp) / "cache")
         tokenizer = AutoTokenizer.from_pretrained(_tokenizer(texts, args.vocab, Path(tmp) / "tok"))
         problems = [Problem(t, "1", f"row {i}", messages=(("user", t),)) for i, t in enumerate(texts)]
-        result: dict[str, object] = {"prompts": len(problems), "chars": args.chars, "vocab": len(tokenizer)}
+        result: dict[str, object] = {"seed": args.seed, "prompts": len(problems), "vocab": len(tokenizer)}
         ids = {}
         for name, cached in (("no_cache_s", False), ("first_s", True), ("cached_s", True)):
             cfg = DataConfig(prompt_key="prompt", max_prompt_tokens=4096, token_cache=cached)

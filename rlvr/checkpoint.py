@@ -18,7 +18,6 @@ keyed by parameter name: a checkpoint written by N processes, sharded (FSDP2, Ze
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -33,6 +32,7 @@ import torch
 
 from rlvr import distributed as dist
 from rlvr import zero3
+from rlvr.hashing import file_sha256
 
 LATEST = "latest"
 MANIFEST = "manifest.json"
@@ -156,19 +156,12 @@ def save_checkpoint(
     return final
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(checkpoint_dir: Path) -> None:
     """manifest.json: {relative path: {"bytes": size, "sha256": digest}} for every file of the checkpoint."""
     files = sorted(p for p in checkpoint_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {
-        str(p.relative_to(checkpoint_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
+        str(p.relative_to(checkpoint_dir)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in files
     }
     (checkpoint_dir / MANIFEST).write_text(json.dumps({"files": manifest}, indent=1) + "\n")
 
@@ -197,7 +190,7 @@ def verify_checkpoint(checkpoint_dir: str | Path) -> str | None:
         size = file.stat().st_size
         if size != want["bytes"]:
             return f"{file} has {size} bytes, {want['bytes']} were written"
-        if _sha256(file) != want["sha256"]:
+        if file_sha256(file) != want["sha256"]:
             return f"{file} does not match its sha256 (its bytes changed after the save)"
     return None
 

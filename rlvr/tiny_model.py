@@ -24,7 +24,6 @@ rebuild (scripts/build_tiny_model.py) is optional; its calibrated stop puts it n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from rlvr.data import chain, synthetic
+from rlvr.hashing import file_sha256
 
 EOS, PAD, BOXED = "<|endoftext|>", "<|pad|>", "\\boxed{"
 # chat-format prompts render as "<role>content\n" lines, then "<assistant>" (the models were not trained on it:
@@ -213,10 +213,6 @@ def assets_current(out_dir: str | Path, task: TinyTask = ADDITION) -> bool:
     except (OSError, ValueError):
         return False
     return (out / "model").is_dir() and info.get("recipe") == task.recipe and info.get("builtin") == task.name
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _cpu_name() -> str:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from rlvr import tiny_model
 from rlvr.config import ConfigError, RLVRConfig
 from rlvr.data import synthetic
+from rlvr.hashing import file_sha256
 from rlvr.tiny_model import (
     RECIPE,
     SHIPPED,
@@ -18,7 +19,6 @@ from rlvr.tiny_model import (
     assets_current,
     build_tiny_assets,
     expected_accuracy,
-    file_sha256,
 )
 from rlvr.trainer import ensure_builtin_assets
 

@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from rlvr.hashing import file_sha256
+
 log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when what a cached file holds, or how prompts are tokenized, changes
@@ -34,12 +36,13 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str | None:
     d = Path(tokenizer_dir)
     if not str(tokenizer_dir) or not d.is_dir():  # "" (a tokenizer built in memory) is not the working dir
         return None
-    h = hashlib.sha256()
-    for f in sorted(p for p in d.iterdir() if p.is_file()):
-        if f.suffix in _WEIGHTS or f.stat().st_size > _MAX_HASHED_FILE:
-            continue
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+    files = sorted(p for p in d.iterdir() if p.is_file())
+    digests = {
+        f.name: file_sha256(f)
+        for f in files
+        if f.suffix not in _WEIGHTS and f.stat().st_size <= _MAX_HASHED_FILE
+    }
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
 def cache_key(parts: dict, prompts: Iterable[object]) -> str:
