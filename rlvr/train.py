@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr import checkpoint, run_dir
+from rlvr import distributed as dist
 from rlvr.checkpoint import CheckpointSaveError
 from rlvr.config import ConfigError, RLVRConfig, register_configs
 from rlvr.data.prompts import DataError
@@ -154,6 +155,7 @@ def _record_failure(out: Path, say: str | None) -> None:
 def main() -> None:
     register_configs()
     _hydra_main()
+    dist.exit_launched_rank()  # a finished rank of a multi-process run exits 0, past finalization's aborts
 
 
 if __name__ == "__main__":

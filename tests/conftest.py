@@ -6,6 +6,9 @@ import torch
 
 from rlvr.tiny_model import build_model, build_tiny_assets, build_tokenizer
 
+# a subprocess that dies of a signal (SIGABRT, SIGSEGV) prints every thread's Python stack to its stderr
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
 
 @pytest.fixture(scope="session")
 def tokenizer():

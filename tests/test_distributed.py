@@ -6,6 +6,7 @@ samples its share of the prompts with the per-prompt vLLM seeds, so the whole ru
 checkpoint resumes in one process.
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -145,3 +146,28 @@ def test_unsupported_parallelism_is_refused_with_the_reason():
     for fine in ("NO", "MULTI_CPU", "MULTI_GPU"):
         for backend in ("hf", "vllm"):
             distributed.check_supported(_accelerator(fine), backend)
+
+
+EXIT_RANK = """
+import atexit, logging, sys
+from rlvr import distributed as dist
+logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
+atexit.register(lambda: print("finalized"))
+print("stdout line", end="")
+logging.getLogger("rlvr").info("log line")
+dist.exit_launched_rank()
+print(" returned")
+"""
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_a_launched_rank_exits_0_past_finalization_with_its_output_flushed(tmp_path, world):
+    """WORLD_SIZE > 1 (a rank under accelerate launch): exit 0 at once, stdout and the log written, no atexit
+    or finalization. One process: the call returns and the interpreter ends as usual."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"WORLD_SIZE": world}  # buffered
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_RANK, str(tmp_path / "log")], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "log").read_text().strip().endswith("log line")
+    assert proc.stdout == ("stdout line" if world == "2" else "stdout line returned\nfinalized\n")

@@ -128,6 +128,7 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
     if dist.is_main():
         torch.save({**saved, "refusal": refusal}, out / "two.pt")
     dist.shutdown()
+    dist.exit_launched_rank()
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def main(out: str, loss_agg: str, pack: bool) -> None:
             out,
         )
     dist.shutdown()
+    dist.exit_launched_rank()
 
 
 if __name__ == "__main__":
