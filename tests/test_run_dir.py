@@ -173,41 +173,35 @@ def test_a_second_trainer_on_a_live_run_dir_exits_at_once(tiny_cache, tmp_path):
     assert first.returncode == 0
 
 
-def test_a_finished_run_is_left_alone(tiny_cache, tmp_path):
+def test_a_finished_run_is_left_alone_and_resumes_past_a_damaged_checkpoint(tiny_cache, tmp_path):
     """Another experiment on a finished run is refused, naming the changed keys; total_steps at or below the
-    finished step trains nothing; neither changes a byte of the run. A resume that says so is kept in the
-    config's history."""
+    finished step trains nothing; neither changes a byte of the run. Then the newest checkpoint is damaged: a
+    resume that says it changes the config falls back to the intact one before it, and the config it replaces
+    is kept in the history under that step."""
     out = tmp_path / "run"
-    run_train(tiny_cache, out, *HF, "trainer.total_steps=2", "trainer.save_every=2")
+    run_train(tiny_cache, out, *HF, "trainer.total_steps=4", "trainer.save_every=2", "trainer.keep_last=3")
     before = _files(out)
-    other = run_train(tiny_cache, out, *HF, "algo=grpo", "trainer.total_steps=4", check=False)
+    other = run_train(tiny_cache, out, *HF, "algo=grpo", "trainer.total_steps=6", check=False)
     assert other.returncode == 2, other.stderr[-2000:]
     assert "holds a run of another experiment" in other.stderr and "algo.name: dapo -> grpo" in other.stderr
-    done = run_train(tiny_cache, out, *HF, "trainer.total_steps=2", check=False)
+    done = run_train(tiny_cache, out, *HF, "trainer.total_steps=4", check=False)
     said = done.stdout + done.stderr
-    assert done.returncode == 0 and "finished at step 2: trainer.total_steps=2 leaves nothing" in said
+    assert done.returncode == 0 and "finished at step 4: trainer.total_steps=4 leaves nothing" in said
     assert _files(out) == before
     saved = (out / "config.yaml").read_bytes()
-    run_train(
+    _truncate(out / "checkpoints" / "step_000004" / "policy" / "model.safetensors")
+    proc = run_train(
         tiny_cache,
         out,
         *HF,
         "algo.clip.eps_high=0.3",
-        "trainer.total_steps=3",
+        "trainer.total_steps=5",
+        "trainer.keep_last=3",
         "trainer.allow_config_change=true",
     )
-    assert (out / "config_history" / "step_000002.yaml").read_bytes() == saved
-    assert b"eps_high: 0.3" in (out / "config.yaml").read_bytes()
-    assert [m["step"] for m in metrics_lines(out)][-1] == 3
-
-
-def test_resume_falls_back_past_a_damaged_checkpoint(tiny_cache, tmp_path):
-    out = tmp_path / "run"
-    run_train(tiny_cache, out, *HF, "trainer.total_steps=4", "trainer.save_every=2", "trainer.keep_last=3")
-    _truncate(out / "checkpoints" / "step_000004" / "policy" / "model.safetensors")
-    proc = run_train(tiny_cache, out, *HF, "trainer.total_steps=5", "trainer.keep_last=3")
     said = proc.stdout + proc.stderr
     assert "cannot resume from" in said and "step_000004/policy/model.safetensors has" in said
-    assert "resumed from" in (out / "train.log").read_text()
     assert "step_000002 at step 2" in (out / "train.log").read_text()
     assert [m["step"] for m in metrics_lines(out)] == [1, 2, 3, 4, 5]
+    assert (out / "config_history" / "step_000002.yaml").read_bytes() == saved
+    assert b"eps_high: 0.3" in (out / "config.yaml").read_bytes()
