@@ -201,11 +201,11 @@ def shutdown() -> None:
 def exit_launched_rank() -> None:
     """End a process that `accelerate launch`/torchrun started as one of several ranks (WORLD_SIZE > 1), once
     its work is done, its files closed and the process group left (`shutdown`): exit 0 at once, without
-    interpreter finalization. Finalization frees torch's communication objects that Python still holds (DDP's
-    reducer keeps the gloo group alive after `destroy_process_group`) in no set order, and under gloo a rank
+    interpreter finalization. Finalization frees the torch communication objects that Python still holds (DDP's
+    reducer, for one, holds its gloo group past `destroy_process_group`) in no set order, and under gloo a rank
     that had finished could still abort there ("terminate called without an active exception", SIGABRT): the
-    launcher then reports a finished run as failed. Seen twice in CI's 2-process tests, once after `shutdown`
-    was added. With one process: returns."""
+    launcher then reports a finished run as failed. Seen twice in the 2-process tests, the second time (in CI)
+    after `shutdown` was added; not reproduced in 70 launches here. With one process: returns."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
     logging.shutdown()
