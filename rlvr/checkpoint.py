@@ -32,14 +32,11 @@ import torch
 
 from rlvr import distributed as dist
 from rlvr import zero3
+from rlvr.errors import CheckpointSaveError
 from rlvr.hashing import file_sha256
 
 LATEST = "latest"
 MANIFEST = "manifest.json"
-
-
-class CheckpointSaveError(RuntimeError):
-    """A checkpoint could not be written; the message says which and why, in one line."""
 
 
 @contextmanager

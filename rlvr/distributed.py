@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as tdist
 
-from rlvr.config import ConfigError
+from rlvr.errors import ConfigError
 
 T = TypeVar("T")
 

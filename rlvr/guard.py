@@ -22,11 +22,9 @@ from collections.abc import Iterable
 
 import torch
 
+from rlvr.errors import RunDiverged
+
 log = logging.getLogger(__name__)
-
-
-class RunDiverged(RuntimeError):
-    """The run cannot go on; the message names what was seen and its likely causes."""
 
 
 def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:

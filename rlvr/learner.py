@@ -13,30 +13,15 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rlvr import algo, checkpoint, zero3
 from rlvr import distributed as dist
+from rlvr.batch import RolloutBatch
 from rlvr.config import AlgoConfig, LearnerConfig, OptimConfig
 from rlvr.logprob import chunked_logp_entropy
-
-
-@dataclass
-class RolloutBatch:
-    """N sequences (prompt + response), right-padded to length L; per-token tensors are aligned with input_ids:
-    position t holds the value for token t (log p(token t | tokens < t))."""
-
-    input_ids: torch.Tensor  # [N, L] long
-    attention_mask: torch.Tensor  # [N, L] long
-    response_mask: torch.Tensor  # [N, L] bool: generated tokens that count in the loss
-    advantages: torch.Tensor  # [N] float
-    rollout_logp: torch.Tensor  # [N, L] float: the sampler's log-probabilities (0 outside the response)
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
 
 
 def response_logp_entropy(

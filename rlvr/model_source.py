@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 
-from rlvr.config import ConfigError
+from rlvr.errors import ConfigError
 
 # org/name or name: letters, digits, - _ . (the hub's rule); a local path starts with / . ~ or has more parts
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")

@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlvr.config import ConfigError
+from rlvr.errors import ConfigError, RunDirBusy
 
 LOCK = ".rlvr.lock"
 HISTORY = "config_history"
@@ -59,10 +59,6 @@ RESUMABLE = (
     "rollout.enable_prefix_caching",
     "rollout.server_",
 )
-
-
-class RunDirBusy(ConfigError):
-    """Another process holds the run directory."""
 
 
 @contextmanager

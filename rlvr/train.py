@@ -22,19 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr import checkpoint, run_dir
 from rlvr import distributed as dist
-from rlvr.checkpoint import CheckpointSaveError
-from rlvr.config import ConfigError, RLVRConfig, register_configs
-from rlvr.data.prompts import DataError
-from rlvr.guard import RunDiverged
-from rlvr.run_dir import RunDirBusy
+from rlvr.config import RLVRConfig, register_configs
+from rlvr.errors import ERROR_FILENAME, CheckpointSaveError, ConfigError, DataError, RunDirBusy, RunDiverged
 
 log = logging.getLogger("rlvr")
 # configs/ sits beside the package in the repository (installs are editable: `pip install -e .`)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
-ERROR_FILENAME = "error.txt"
-"""Written into the run dir when the run fails (the traceback); removed when it starts again."""
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

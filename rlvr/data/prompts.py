@@ -20,14 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvr.config import ConfigError, DataConfig, DatasetSpec
+from rlvr.config import DataConfig, DatasetSpec
 from rlvr.data import token_cache
+from rlvr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A data file or row is unusable; the message names the file and row."""
 
 
 # A cost cap, not a measurement: no characters-per-token bound holds for every tokenizer (a normalizer may fold

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from rlvr.errors import ERROR_FILENAME
 from rlvr.metrics.entropy_law import EntropyLawFit
 from rlvr.metrics.entropy_stats import ENTROPY_EDGES_FILENAME, ENTROPY_HIST_EDGES
-from rlvr.train import ERROR_FILENAME
 
 
 @dataclass

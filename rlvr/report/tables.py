@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlvr.errors import ERROR_FILENAME
 from rlvr.report.runs import Run
 from rlvr.report.seeds import EARLY_FRACTION, SeedReport, SettingSummary, Spread
-from rlvr.train import ERROR_FILENAME
 
 
 def fmt(v: float | None) -> str:

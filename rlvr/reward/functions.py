@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlvr.config import ConfigError
+from rlvr.errors import ConfigError
 
 MATH = "math"
 OK, ERROR, TIMEOUT = "ok", "error", "timeout"

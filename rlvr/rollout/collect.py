@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from rlvr import algo
+from rlvr.batch import RolloutBatch
 from rlvr.config import AlgoConfig, RewardConfig
-from rlvr.learner import RolloutBatch
 from rlvr.reward import MathVerifier, Verdict, rewards_from_verdicts
 from rlvr.reward.functions import MATH, RewardScorer, combine, term_value
 from rlvr.rollout.base import Completion, RolloutEngine, SamplingParams

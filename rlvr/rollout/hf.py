@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rlvr.guard import RunDiverged
+from rlvr.errors import RunDiverged
 from rlvr.rollout.base import Completion, SamplingParams
 
 
