@@ -60,7 +60,7 @@ def worst_adam(a: dict, b: dict) -> float:
 def main(out: Path, mode: str) -> int:
     learner = make_learner()
     tokenizer = build_tokenizer()
-    metrics, _ = learner.update(rollout_batch(tokenizer, n=14, seed=1), seed=0)
+    metrics = learner.update(rollout_batch(tokenizer, n=14, seed=1), seed=0).metrics
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.tensor import DTensor
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlvr import distributed as dist
-from rlvr.config import DataConfig, EvalSetConfig, RLVRConfig, eval_sets
+from rlvr.config import HELDOUT, DataConfig, EvalSetConfig, RLVRConfig, eval_sets
 from rlvr.data.prompts import check_golds, encode_prompts, load_problems
 from rlvr.metrics import mean_pass_at_k
 from rlvr.reward import MathVerifier, Verdict
@@ -70,8 +70,8 @@ def evaluate_pass_at_k(
 
 @dataclass
 class EvalSet:
-    """A held-out set, tokenized: its name ("" for the one split of data.eval_*), prompts, golds, and how it is
-    sampled."""
+    """A held-out set, tokenized: its name ("" for the one split of data.eval_* without eval.sets; "heldout"
+    for that split beside eval.sets), prompts, golds, and how it is sampled."""
 
     name: str
     prompt_ids: list[list[int]]
@@ -105,20 +105,20 @@ def evaluate_sets(
 
 
 def build_eval_sets(cfg: RLVRConfig, tokenizer, check_math_golds: bool = True) -> list[EvalSet]:
-    """The held-out sets of a config, read, checked and tokenized: eval.sets, else the one split of
-    data.eval_files / data.eval_dataset (named ""), else none."""
+    """The held-out sets of a config, read, checked and tokenized: the split of data.eval_files /
+    data.eval_dataset, named "" alone or HELDOUT ("heldout", first) beside eval.sets, then eval.sets' own."""
     return [_eval_set(cfg, *source, tokenizer, check_math_golds) for source in _eval_sources(cfg)]
 
 
 def _eval_sources(cfg: RLVRConfig) -> list[tuple[str, DataConfig, str, EvalSetConfig | None]]:
-    """(name, how to read it, its config key, its eval.sets entry) for each held-out set: eval.sets, else
-    data.eval_* (no entry)."""
+    """(name, how to read it, its config key, its eval.sets entry) for each held-out set: data.eval_* (no entry;
+    unnamed when it is the only set, as before eval.sets existed), then eval.sets."""
     d = cfg.data
-    if not cfg.eval.sets:
-        if d.eval_dataset.path is not None:
-            return [("", d, "data.eval_dataset", None)]
-        return [("", d, "data.eval_files", None)] if d.eval_files else []
-    sources = []
+    split = HELDOUT if cfg.eval.sets else ""
+    if d.eval_dataset.path is not None:
+        sources = [(split, d, "data.eval_dataset", None)]
+    else:
+        sources = [(split, d, "data.eval_files", None)] if d.eval_files else []
     for name, s in eval_sets(cfg.eval).items():
         data = dataclasses.replace(
             d,

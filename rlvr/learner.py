@@ -9,19 +9,36 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from rlvr import algo, checkpoint, zero3
 from rlvr import distributed as dist
 from rlvr.batch import RolloutBatch
 from rlvr.config import AlgoConfig, LearnerConfig, OptimConfig
 from rlvr.logprob import chunked_logp_entropy
+
+# re-exported: these lived here before rlvr.microbatch, and users, tests and benchmarks import them from here
+from rlvr.microbatch import (  # noqa: F401
+    MicroBatch,
+    flat,
+    micro_batch_positions,
+    minibatch_indices,
+    pack_rows,
+    pack_sequences,
+    padding_fraction,
+    plan_micro_batches,
+    split_micro_batches,
+    unpack_rows,
+)
+from rlvr.objectives import build_objective
 
 
 def response_logp_entropy(
@@ -78,148 +95,71 @@ class ResponseLogprobs(torch.nn.Module):
         )
 
 
-def split_micro_batches(plan: Sequence, rank: int, world: int) -> list:
-    """rank's micro-batches (every world-th, from its rank on), padded with None to the same count on every rank:
-    each backward is a gradient all-reduce that every rank must join, so a rank short of work runs a dummy."""
-    mine = list(plan[rank::world])
-    return mine + [None] * (-(-len(plan) // world) - len(mine))
+@dataclass
+class UpdateResult:
+    """What `Learner.update` returns.
+
+    metrics: the update's learner metrics (loss/policy, clip/*, grad/norm, lr, learner/*, timing, throughput, and
+    kl/ref, rollout/tis_*, cov/* where those are on).
+    logp, entropy: [N, L] float32 on the learner's device, aligned with the batch's input_ids and zero outside its
+    response mask: each response token's log-probability (at the sampling temperature) and the entropy of its
+    distribution under the policy before the update (pi_old), every rank's rows filled.
+    """
+
+    metrics: dict[str, float]
+    logp: Tensor
+    entropy: Tensor
 
 
-# A micro-batch is a list of forward rows, each a list of sequence indices: one per row unless packed.
-MicroBatch = list[list[int]]
+@dataclass
+class _RankSums:
+    """One rank's running sums over its micro-batches of an update, all-reduced at its end in one float64 tensor,
+    in field order. Token counts are of policy-gradient tokens."""
+
+    loss_policy: float = 0.0  # each optimizer step's policy loss / the update's steps
+    kl_ref: float = 0.0  # each step's KL to the reference / the update's steps
+    clip_low: float = 0.0
+    clip_high: float = 0.0
+    clip_dual: float = 0.0
+    tis_weight: float = 0.0
+    tis_capped: float = 0.0
+    cov_kl_abs: float = 0.0  # KL-Cov's |logp - old| over its selected tokens
+
+    def all_reduced(self, device: torch.device) -> _RankSums:
+        """Every rank's sums added up (one collective every rank must join)."""
+        totals = torch.tensor(dataclasses.astuple(self), dtype=torch.float64, device=device)
+        return _RankSums(*dist.all_reduce_sum_(totals).tolist())
 
 
-def micro_batch_positions(rows: MicroBatch, lengths: Sequence[int]) -> int:
-    """Positions one forward pass over these rows computes: every row right-padded to the longest row, a row
-    as long as the real lengths of its sequences together."""
-    return len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+@dataclass
+class _Tally:
+    """The counters of one update."""
+
+    sums: _RankSums = field(default_factory=_RankSums)
+    # Clip-Cov/KL-Cov tokens selected over the update's steps (every rank's: each rank selects on all)
+    cov_selected: float = 0.0
+    grad_norms: list[float] = field(default_factory=list)  # of the optimizer steps taken
+    nonfinite: int = 0  # optimizer steps skipped for a non-finite gradient
 
 
-def pack_sequences(order: Sequence[int], lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """First-fit: each sequence, taken in `order`, goes into the first row with room for it (its tokens plus
-    the row's <= capacity), else opens a new row; a sequence longer than capacity gets a row to itself. Rows
-    in the order they were opened."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in order:
-        for r, left in enumerate(room):
-            if lengths[i] <= left:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(capacity - lengths[i])
-    return rows
+@dataclass
+class _Prepared:
+    """What every optimizer step of one update reads, computed before the first (N sequences, L the width)."""
 
-
-def plan_micro_batches(
-    lengths: Sequence[int],
-    micro_batch_size: int,
-    max_tokens: int | None,
-    pack: bool,
-    row_tokens: int | None = None,
-) -> list[MicroBatch]:
-    """Sequences 0..n-1, of these real lengths, laid out in micro-batches of forward rows.
-
-    max_tokens None: runs of micro_batch_size consecutive sequences, one per row. Otherwise a token budget,
-    sequences taken longest first: unpacked, one sequence per row; packed, first-fit decreasing into rows of
-    at most `row_tokens` tokens (None: the longest sequence's length, so that no packed row costs more attention
-    than a padded one: under sdpa/eager a packed row's attention spans the whole row). Rows then go longest
-    first, consecutive ones sharing a micro-batch while `micro_batch_positions <= max_tokens`; a row longer than
-    the budget gets a micro-batch to itself."""
-    n = len(lengths)
-    if max_tokens is None:
-        return [[[i] for i in range(s, min(s + micro_batch_size, n))] for s in range(0, n, micro_batch_size)]
-    order = sorted(range(n), key=lambda i: -lengths[i])
-    if pack:
-        capacity = min(row_tokens or max(lengths, default=1), max_tokens)
-        rows = pack_sequences(order, lengths, capacity)
-        rows.sort(key=lambda row: -sum(lengths[i] for i in row))  # rows of like length share a micro-batch
-    else:
-        rows = [[i] for i in order]
-    plan: list[MicroBatch] = []
-    for row in rows:
-        if plan and micro_batch_positions(plan[-1] + [row], lengths) <= max_tokens:
-            plan[-1].append(row)
-        else:
-            plan.append([row])
-    return plan
-
-
-def flat(micro_batch: MicroBatch) -> torch.Tensor:
-    """A micro-batch's sequence indices, row after row: the order pack_rows' row_sizes refer to."""
-    return torch.tensor([i for row in micro_batch for i in row])
-
-
-def padding_fraction(lengths: Sequence[int], micro_batches: Sequence[MicroBatch]) -> float:
-    """Share of the positions that forward passes over these micro-batches compute that are not real tokens."""
-    computed = sum(micro_batch_positions(mb, lengths) for mb in micro_batches)
-    real = sum(lengths[i] for mb in micro_batches for row in mb for i in row)
-    return 1.0 - real / max(computed, 1)
-
-
-def pack_rows(
-    input_ids: torch.Tensor, response_mask: torch.Tensor, lengths: torch.Tensor, row_sizes: Sequence[int]
-):
-    """Right-padded sequences input_ids, response_mask [n, L] with real lengths [n] -> packed rows: the first
-    row_sizes[0] sequences back to back in row 0, the next row_sizes[1] in row 1, and so on, right-padded to
-    the longest row. Returns (ids, position_ids, response_mask) [k, W] and the map (src_rows, src_cols,
-    dst_rows, dst_cols), [T] each: token [src_rows, src_cols] went to [dst_rows, dst_cols].
-
-    Position ids are the columns, so they restart at 0 for each sequence (the same rotary positions as unpacked,
-    and the boundaries transformers reads); padding positions are all 0, so each pad token is a sequence of its
-    own, which nothing else attends to. A sequence's first token is never predicted (unpacked, nothing precedes
-    it), so it is dropped from the response mask: packed, the previous sequence's last token would predict it."""
-    device = lengths.device
-    n_rows = len(row_sizes)
-    seq_row = torch.repeat_interleave(
-        torch.arange(n_rows, device=device), torch.tensor(row_sizes, device=device)
-    )
-    starts = torch.cumsum(lengths, 0) - lengths  # each sequence's offset in all tokens back to back
-    row_lengths = torch.zeros(n_rows, dtype=lengths.dtype, device=device).index_add_(0, seq_row, lengths)
-    row_starts = torch.cumsum(row_lengths, 0) - row_lengths
-    src_rows = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    token = torch.arange(len(src_rows), device=device)  # each real token's index, all back to back
-    src_cols = token - starts[src_rows]
-    dst_rows = seq_row[src_rows]
-    dst_cols = token - row_starts[dst_rows]
-    shape = (n_rows, int(row_lengths.max()))
-    ids = input_ids.new_zeros(shape)
-    pos = torch.zeros(shape, dtype=torch.long, device=device)
-    resp = torch.zeros(shape, dtype=torch.bool, device=device)
-    ids[dst_rows, dst_cols] = input_ids[src_rows, src_cols]
-    pos[dst_rows, dst_cols] = src_cols
-    resp[dst_rows, dst_cols] = response_mask[src_rows, src_cols] & (src_cols > 0)
-    return ids, pos, resp, (src_rows, src_cols, dst_rows, dst_cols)
-
-
-def unpack_rows(packed: torch.Tensor, index: tuple[torch.Tensor, ...], shape: tuple[int, int]):
-    """Inverse of pack_rows' layout for a per-token tensor: packed [k, W] -> [n, L] (pack_rows' map as
-    `index`), zero where nothing was packed. Differentiable."""
-    src_rows, src_cols, dst_rows, dst_cols = index
-    out = packed.new_zeros(shape)
-    out[src_rows, src_cols] = packed[dst_rows, dst_cols]
-    return out
-
-
-def minibatch_indices(
-    n_groups: int, group_size: int, minibatch_prompts: int | None, num_minibatches: int = 1
-) -> list[torch.Tensor]:
-    """The sequence indices [n] of each mini-batch of a batch of n_groups groups laid out group after group:
-    whole groups, in order. ceil(n_groups / minibatch_prompts) mini-batches (None: num_minibatches, at most one
-    per group), their sizes equal give or take one group. A full batch is cut into mini-batches of exactly
-    minibatch_prompts groups (validate asks that it divides trainer.prompts_per_step); a short one (dynamic
-    sampling out of rounds: 27 groups for mini-batches of 8) into as many steps as it fills, evenly (7, 7, 7, 6),
-    never into full steps and a remnant of a few groups whose one noisy step would count as much as the others."""
-    if minibatch_prompts is not None:
-        count = -(-n_groups // minibatch_prompts)
-    else:
-        count = min(num_minibatches, n_groups)
-    count = max(count, 1)
-    sizes = [n_groups // count + (i < n_groups % count) for i in range(count)]  # the larger ones first
-    ends = list(itertools.accumulate(sizes))
-    return [torch.arange((end - n) * group_size, end * group_size) for n, end in zip(sizes, ends)]
+    minibatches: list[Tensor]  # the sequence indices of each mini-batch
+    plans: list[list[MicroBatch]]  # each mini-batch's micro-batches, as indices into the mini-batch
+    weights: list[Tensor]  # [len(mb), L] per mini-batch: algo.loss_token_weights over its response tokens
+    resp: Tensor  # [N, L] bool: response tokens
+    adv: Tensor  # [N]
+    pg_mask: Tensor  # [N, L] bool: the tokens that carry the policy gradient
+    rollout_logp: Tensor  # [N, L]: the sampler's log-probs
+    old_logp: Tensor | None  # [N, L] from the pre-pass (pi_old); None without one: old = current, detached
+    entropy: Tensor | None  # [N, L] from the pre-pass
+    ref_logp: Tensor | None  # [N, L] under the reference policy, when there is one
+    fused_logp: Tensor  # [N, L]: without a pre-pass, pi_old's log-probs as the steps' forwards see them
+    fused_entropy: Tensor  # [N, L], likewise
+    padding: float  # learner/padding_frac
+    n_updates: int  # optimizer steps in the update: ppo_epochs * mini-batches
 
 
 class Learner:
@@ -246,6 +186,8 @@ class Learner:
         self.cfg = learner
         self.optim_cfg = optim
         self.temperature = temperature
+        # the policy-gradient tokens and loss (entropy mask, PPO clip / Clip-Cov / KL-Cov), chosen once
+        self.objective = build_objective(algo_cfg)
         optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=optim.lr,
@@ -360,33 +302,6 @@ class Learner:
         pad = batch.input_ids.shape[1] - width
         return torch.nn.functional.pad(logp, (0, pad)), torch.nn.functional.pad(entropy, (0, pad))
 
-    def _cov_selection(self, batch, rows, old_logp, adv, pg_mask, current, generator) -> torch.Tensor:
-        """Clip-Cov / KL-Cov tokens [n, L] bool of one mini-batch (`rows` of the batch), chosen as verl does at
-        each optimizer step: from the covariance of the current policy's log-probs over all of the mini-batch's
-        loss tokens (the definitions' N), Clip-Cov's draw from `generator` among tokens the PPO clip does not
-        already clip. `current`: the current log-probs if known (the first step, where they are `old_logp`)."""
-        c, clip = self.algo.cov, self.algo.clip
-        if current is None:
-            current = self._no_grad_pass(self.accelerator.unwrap_model(self.model), batch, rows)[0]
-        cov = algo.token_covariance(current, adv, pg_mask)
-        if c.mode == "kl_cov":
-            return algo.kl_cov_select(cov, pg_mask, c.kl_frac)
-        _, info = algo.ppo_clip_loss(current, old_logp, adv, clip.eps_low, clip.eps_high)
-        clipped = info["clipped_low"] | info["clipped_high"]
-        return algo.clip_cov_select(
-            cov, pg_mask, c.clip_frac, c.clip_bound_low, c.clip_bound_high, generator, exclude=clipped
-        )
-
-    def _policy_loss(self, logp, old, adv, cov_selected):
-        """Per-token policy loss and clip info: PPO clip, or the Clip-Cov / KL-Cov variant (algo.cov.mode)."""
-        a = self.algo
-        if a.cov.mode == "kl_cov":
-            return algo.kl_cov_loss(logp, old, adv, cov_selected, a.cov.kl_coef)
-        pg, info = algo.ppo_clip_loss(logp, old, adv, a.clip.eps_low, a.clip.eps_high, a.clip.dual_c)
-        if a.cov.mode == "clip_cov":
-            pg = algo.clip_cov_loss(pg, cov_selected)
-        return pg, info
-
     @torch.no_grad()
     def _no_grad_pass(self, model: ResponseLogprobs, batch: RolloutBatch, rows: torch.Tensor | None = None):
         """(logp, entropy) [n, L] of the batch's sequences `rows` (None: all) under `model` (not DDP-wrapped: no
@@ -405,20 +320,37 @@ class Learner:
             logp[local], entropy[local] = self._forward(model, batch, rows[local], [len(r) for r in micro])
         return dist.all_reduce_sum_(logp), dist.all_reduce_sum_(entropy)
 
-    def update(self, batch: RolloutBatch, seed: int | None = None) -> dict[str, float]:
+    def update(self, batch: RolloutBatch, seed: int | None = None) -> UpdateResult:
         """μ passes (algo.ppo_epochs) over the batch, one optimizer step per mini-batch of whole groups
-        (`minibatch_indices`). Returns learner metrics and per-token tensors of the policy before the update
-        (`entropy`, `logp`, on the learner's device). `seed` drives the update's own random draws (Clip-Cov's
-        token draw; None: torch's global RNG)."""
+        (`minibatch_indices`). Returns the learner's metrics and the policy before the update (`UpdateResult`).
+        `seed` drives the update's own random draws (Clip-Cov's token draw; None: torch's global RNG)."""
         started = time.perf_counter()
         # from_pretrained returns eval mode (and the hf sampler switches the shared module to it): transformers
         # applies gradient checkpointing only in train mode
         self.model.train()
+        prep = self._prepare(batch)
+        tally = _Tally()
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        for epoch in range(self.algo.ppo_epochs):
+            for j in range(len(prep.minibatches)):
+                self._minibatch_step(batch, prep, j, epoch == 0 and j == 0, generator, tally)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        # each rank summed over its own micro-batches (and filled its own rows): the batch's totals
+        sums = tally.sums.all_reduced(self.accelerator.device)
+        if prep.old_logp is None:  # no pre-pass: each rank's forwards filled its own rows of pi_old
+            logp, entropy = dist.all_reduce_sum_(prep.fused_logp), dist.all_reduce_sum_(prep.fused_entropy)
+        else:
+            logp, entropy = prep.old_logp, prep.entropy
+        return UpdateResult(self._metrics(batch, prep, tally, sums, lr, started), logp, entropy)
+
+    def _prepare(self, batch: RolloutBatch) -> _Prepared:
+        """What every optimizer step of the update reads: mini-batches and their micro-batches, loss weights, the
+        policy-gradient tokens, and the pre-pass (pi_old) and reference log-probs where they are needed."""
         a, device = self.algo, self.accelerator.device
         if len(batch) % a.group_size:
             raise ValueError(f"{len(batch)} sequences are not whole groups of algo.group_size={a.group_size}")
         resp = batch.response_mask.to(device)
-        adv = batch.advantages.to(device)
         minibatches = minibatch_indices(
             len(batch) // a.group_size, a.group_size, a.minibatch_prompts, a.num_minibatches
         )
@@ -426,28 +358,10 @@ class Learner:
         # A pre-pass is needed when the policy moves before some tokens are seen (several updates) or when the
         # whole batch's entropies or log-probs must be known first (entropy mask, Clip-Cov/KL-Cov selection);
         # otherwise old = current, detached.
-        prepass = n_updates > 1 or a.entropy_mask.top_frac is not None or a.cov.mode is not None
         old_logp = entropy = None
-        if prepass:
+        if n_updates > 1 or self.objective.needs_prepass:
             old_logp, entropy = self._no_grad_pass(self.accelerator.unwrap_model(self.model), batch)
         ref_logp = self._no_grad_pass(self._reference, batch)[0] if self.reference is not None else None
-        pg_mask = resp
-        if a.entropy_mask.top_frac is not None:
-            # Forking tokens (Wang et al. 2025): the indicator H >= tau_rho^B over the whole rollout batch, with
-            # the entropies of the policy that sampled it (the pre-pass: pi_old, also what the rollout engine
-            # sampled from). It is the same token set in every mini-batch and epoch: a fixed property of the
-            # sampled responses, as the paper's tau^B_rho is a quantile of the batch B, not of a mini-batch
-            # under a policy that has already moved
-            pg_mask = algo.top_entropy_mask(entropy, resp, a.entropy_mask.top_frac)
-
-        rollout_logp = batch.rollout_logp.to(device)
-        sums = dict.fromkeys(
-            ("loss/policy", "kl/ref", "clip/low", "clip/high", "clip/dual", "tis/weight", "tis/capped"), 0.0
-        )
-        sums.update({"cov/kl_abs": 0.0, "cov/selected": 0.0})
-        grad_norms, nonfinite = [], 0
-        fused_logp = torch.zeros_like(resp, dtype=torch.float32)
-        fused_entropy = torch.zeros_like(fused_logp)
         lengths = batch.attention_mask.sum(-1).tolist()
         # each mini-batch's micro-batches, as indices into the mini-batch (as the loss weights are)
         plans = [self._micro_batches([lengths[i] for i in mb.tolist()]) for mb in minibatches]
@@ -459,115 +373,132 @@ class Learner:
         # (every rank's), also under the entropy mask: the 80/20 objective keeps DAPO's 1/sum|o_i| and puts its
         # indicator inside the sum
         weights = [algo.loss_token_weights(resp[mb], a.loss_agg, self.max_new_tokens) for mb in minibatches]
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        world = dist.world_size()
-        for epoch in range(a.ppo_epochs):
-            for j, (mb, plan, w_kl) in enumerate(zip(minibatches, plans, weights)):
-                w_pg = w_kl * pg_mask[mb]
-                cov_sel = None
-                if a.cov.mode is not None:
-                    current = old_logp[mb] if epoch == 0 and j == 0 else None
-                    cov_sel = self._cov_selection(
-                        batch, mb, old_logp[mb], adv[mb], pg_mask[mb], current, generator
-                    )
-                    sums["cov/selected"] += int(cov_sel.sum())
-                mine = split_micro_batches(plan, dist.rank(), world)
-                for k, micro in enumerate(mine):
-                    # gradients are reduced (and, under DeepSpeed, the optimizer steps) on each rank's last
-                    # backward of the mini-batch only
-                    with contextlib.nullcontext() if k == len(mine) - 1 else self._accumulating():
-                        if (
-                            micro is None
-                        ):  # no micro-batch left for this rank: a zero loss joins the all-reduce
-                            first = plan[0]
-                            logp, _ = self._forward(
-                                self.model, batch, mb[flat(first)], [len(r) for r in first]
-                            )
-                            self.accelerator.backward(logp.sum() * 0.0)
-                            continue
-                        rows = flat(micro)
-                        idx = mb[rows]
-                        logp, ent = self._forward(self.model, batch, idx, [len(r) for r in micro])
-                        if not prepass:
-                            fused_logp[idx], fused_entropy[idx] = logp.detach(), ent
-                        old = old_logp[idx] if prepass else logp.detach()
-                        sel = None if cov_sel is None else cov_sel[rows]
-                        pg, info = self._policy_loss(logp, old, adv[idx], sel)
-                        m = pg_mask[idx]
-                        if "abs_kl" in info:
-                            sums["cov/kl_abs"] += info["abs_kl"][sel].sum().item()
-                        if self.tis_cap is not None:
-                            tis = algo.tis_weights(old, rollout_logp[idx], self.tis_cap)
-                            pg = pg * tis
-                            sums["tis/weight"] += tis[m].sum().item()
-                            sums["tis/capped"] += (tis[m] == self.tis_cap).sum().item()
-                        loss = (pg * w_pg[rows]).sum()
-                        # logged: the mean over the optimizer steps of each step's loss
-                        sums["loss/policy"] += loss.item() / n_updates
-                        sums["clip/low"] += (info["clipped_low"] & m).sum().item()
-                        sums["clip/high"] += (info["clipped_high"] & m).sum().item()
-                        sums["clip/dual"] += (info["dual_clipped"] & m).sum().item()
-                        if ref_logp is not None:
-                            kl = algo.kl_penalty(logp, ref_logp[idx], a.kl.estimator)
-                            kl_loss = (kl * w_kl[rows]).sum()
-                            loss = loss + a.kl.coef * kl_loss
-                            sums["kl/ref"] += kl_loss.item() / n_updates
-                        # the ranks' gradients are averaged: scaled by the world size they sum to the batch's
-                        self.accelerator.backward(loss * world)
-                norm = float(
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.max_grad_norm)
-                )
-                # the divergence guard (rlvr/guard.py): a non-finite gradient (the norm is the whole model's, the
-                # same on every rank) changes no weight. Under DeepSpeed the engine has stepped in backward already.
-                if math.isfinite(norm):
-                    grad_norms.append(norm)
-                    self.optimizer.step()
-                else:
-                    nonfinite += 1
-                self.optimizer.zero_grad(set_to_none=True)
-        lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        # each rank summed over its own micro-batches (and filled its own rows): the batch's totals; the selection
-        # counts are every rank's already
-        selected = sums.pop("cov/selected")
-        totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
-        sums = dict(zip(sums, dist.all_reduce_sum_(totals).tolist()))
-        if not prepass:
-            dist.all_reduce_sum_(fused_logp)
-            dist.all_reduce_sum_(fused_entropy)
+        fused_logp = torch.zeros_like(resp, dtype=torch.float32)
+        return _Prepared(
+            minibatches=minibatches,
+            plans=plans,
+            weights=weights,
+            resp=resp,
+            adv=batch.advantages.to(device),
+            pg_mask=self.objective.pg_tokens.mask(entropy, resp),
+            rollout_logp=batch.rollout_logp.to(device),
+            old_logp=old_logp,
+            entropy=entropy,
+            ref_logp=ref_logp,
+            fused_logp=fused_logp,
+            fused_entropy=torch.zeros_like(fused_logp),
+            padding=padding,
+            n_updates=n_updates,
+        )
 
-        n_pg = max(int(pg_mask.sum()) * a.ppo_epochs, 1)
-        n_tokens = int(resp.sum())
+    def _minibatch_step(self, batch, prep: _Prepared, j: int, first: bool, generator, tally: _Tally) -> None:
+        """One optimizer step on mini-batch j: this rank's micro-batches' backward passes, then the step.
+        `first`: the update's first step, where the current policy is still the pre-pass's."""
+        mb, plan, w_kl = prep.minibatches[j], prep.plans[j], prep.weights[j]
+        w_pg = w_kl * prep.pg_mask[mb]
+        selected = None
+        if self.objective.policy_loss.selects:
+            selected = self._select(batch, prep, mb, first, generator)
+            tally.cov_selected += int(selected.sum())
+        world = dist.world_size()
+        mine = split_micro_batches(plan, dist.rank(), world)
+        for k, micro in enumerate(mine):
+            # gradients are reduced (and, under DeepSpeed, the optimizer steps) on each rank's last backward of
+            # the mini-batch only
+            with contextlib.nullcontext() if k == len(mine) - 1 else self._accumulating():
+                if micro is None:  # no micro-batch left for this rank: a zero loss joins the all-reduce
+                    logp, _ = self._forward(self.model, batch, mb[flat(plan[0])], [len(r) for r in plan[0]])
+                    self.accelerator.backward(logp.sum() * 0.0)
+                    continue
+                loss = self._micro_batch_loss(batch, prep, mb, micro, w_pg, w_kl, selected, tally.sums)
+                # the ranks' gradients are averaged: scaled by the world size they sum to the batch's
+                self.accelerator.backward(loss * world)
+        norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.max_grad_norm))
+        # the divergence guard (rlvr/guard.py): a non-finite gradient (the norm is the whole model's, the same on
+        # every rank) changes no weight. Under DeepSpeed the engine has stepped in backward already.
+        if math.isfinite(norm):
+            tally.grad_norms.append(norm)
+            self.optimizer.step()
+        else:
+            tally.nonfinite += 1
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _select(self, batch, prep: _Prepared, mb: Tensor, first: bool, generator) -> Tensor:
+        """The Clip-Cov / KL-Cov tokens [len(mb), L] bool of the mini-batch `mb`, from the current policy's
+        log-probs: the pre-pass's at the first step, else a no-grad pass over the mini-batch."""
+
+        def current() -> Tensor:
+            if first:
+                return prep.old_logp[mb]
+            return self._no_grad_pass(self.accelerator.unwrap_model(self.model), batch, mb)[0]
+
+        return self.objective.policy_loss.select(
+            current, prep.old_logp[mb], prep.adv[mb], prep.pg_mask[mb], generator
+        )
+
+    def _micro_batch_loss(self, batch, prep: _Prepared, mb, micro, w_pg, w_kl, selected, sums: _RankSums):
+        """The loss of one micro-batch (`micro`, indices into the mini-batch `mb`) to backward: its share of the
+        mini-batch's policy loss (weights w_pg [len(mb), L]) and KL to the reference (w_kl), adding to `sums`."""
+        rows = flat(micro)
+        idx = mb[rows]
+        logp, ent = self._forward(self.model, batch, idx, [len(r) for r in micro])
+        if prep.old_logp is None:  # no pre-pass: this forward is the policy before the update
+            prep.fused_logp[idx], prep.fused_entropy[idx] = logp.detach(), ent
+        old = logp.detach() if prep.old_logp is None else prep.old_logp[idx]
+        sel = None if selected is None else selected[rows]
+        policy_loss = self.objective.policy_loss
+        pg, info = policy_loss.loss(logp, old, prep.adv[idx], sel)
+        m = prep.pg_mask[idx]
+        sums.cov_kl_abs += policy_loss.selected_abs_kl(info, sel)
+        if self.tis_cap is not None:
+            tis = algo.tis_weights(old, prep.rollout_logp[idx], self.tis_cap)
+            pg = pg * tis
+            sums.tis_weight += tis[m].sum().item()
+            sums.tis_capped += (tis[m] == self.tis_cap).sum().item()
+        loss = (pg * w_pg[rows]).sum()
+        # logged: the mean over the optimizer steps of each step's loss
+        sums.loss_policy += loss.item() / prep.n_updates
+        sums.clip_low += (info["clipped_low"] & m).sum().item()
+        sums.clip_high += (info["clipped_high"] & m).sum().item()
+        sums.clip_dual += (info["dual_clipped"] & m).sum().item()
+        if prep.ref_logp is not None:
+            kl = algo.kl_penalty(logp, prep.ref_logp[idx], self.algo.kl.estimator)
+            kl_loss = (kl * w_kl[rows]).sum()
+            loss = loss + self.algo.kl.coef * kl_loss
+            sums.kl_ref += kl_loss.item() / prep.n_updates
+        return loss
+
+    def _metrics(self, batch, prep: _Prepared, tally: _Tally, sums: _RankSums, lr: float, started: float):
+        """The update's metrics from its counters (`sums` all-reduced). Fractions are per policy-gradient token
+        and epoch."""
+        a = self.algo
+        n_pg = max(int(prep.pg_mask.sum()) * a.ppo_epochs, 1)
+        n_tokens = int(prep.resp.sum())
+        grad_norms = tally.grad_norms
         metrics = {
-            "loss/policy": sums["loss/policy"],
-            "clip/low_frac": sums["clip/low"] / n_pg,
-            "clip/high_frac": sums["clip/high"] / n_pg,
-            "clip/dual_frac": sums["clip/dual"] / n_pg,
+            "loss/policy": sums.loss_policy,
+            "clip/low_frac": sums.clip_low / n_pg,
+            "clip/high_frac": sums.clip_high / n_pg,
+            "clip/dual_frac": sums.clip_dual / n_pg,
             "grad/norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
-            "learner/nonfinite_steps": nonfinite,
+            "learner/nonfinite_steps": tally.nonfinite,
             "lr": lr,
-            "learner/pg_token_frac": int(pg_mask.sum()) / max(n_tokens, 1),
-            "learner/padding_frac": padding,
-            "learner/minibatches": len(minibatches),
+            "learner/pg_token_frac": int(prep.pg_mask.sum()) / max(n_tokens, 1),
+            "learner/padding_frac": prep.padding,
+            "learner/minibatches": len(prep.minibatches),
             "timing/learner_s": time.perf_counter() - started,
         }
-        if ref_logp is not None:
-            metrics["kl/ref"] = sums["kl/ref"]
+        if prep.ref_logp is not None:
+            metrics["kl/ref"] = sums.kl_ref
         if self.tis_cap is not None:
-            metrics["rollout/tis_weight_mean"] = sums["tis/weight"] / n_pg
-            metrics["rollout/tis_clip_frac"] = sums["tis/capped"] / n_pg
-        if a.cov.mode is not None:
-            metrics["cov/selected_frac"] = selected / n_pg
-            if a.cov.mode == "kl_cov":
-                metrics["cov/kl_abs_mean"] = sums["cov/kl_abs"] / max(selected, 1)
+            metrics["rollout/tis_weight_mean"] = sums.tis_weight / n_pg
+            metrics["rollout/tis_clip_frac"] = sums.tis_capped / n_pg
+        # the selection counts are every rank's already
+        metrics.update(self.objective.policy_loss.metrics(tally.cov_selected, sums.cov_kl_abs, n_pg))
         metrics["throughput/learner_tokens_per_s"] = (
             int(batch.attention_mask.sum()) * a.ppo_epochs / metrics["timing/learner_s"]
         )
-        before = {
-            "entropy": entropy if prepass else fused_entropy,
-            "logp": old_logp if prepass else fused_logp,
-        }
-        return metrics, before
+        return metrics
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:

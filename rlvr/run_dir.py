@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rlvr.config import RLVRConfig
 from rlvr.errors import ConfigError, RunDirBusy
 
 LOCK = ".rlvr.lock"
@@ -47,6 +48,9 @@ RESUMABLE = (
     "learner.",
     "reward.num_workers",
     "reward.timeout_s",
+    "reward.timeout_skip_after",
+    "reward.fail_warn_steps",
+    "reward.fail_max_steps",
     "model.attn_implementation",
     "model.gradient_checkpointing",
     "rollout.backend",
@@ -95,12 +99,17 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def config_changes(saved: dict, new: dict) -> list[str]:
-    """`key: old -> new` for each key that differs and that a resume may not change (see RESUMABLE)."""
+def config_changes(saved: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """`key: old -> new` for each key that differs and that a resume may not change (see RESUMABLE). A key the
+    saved config lacks (a run started before rlvr had it) is no change while the new value is its default in
+    `defaults` (the schema's): a key is added with the default that keeps the old behaviour."""
     before, after = _flat(saved), _flat(new)
+    default = _flat(defaults or {})
     changed = []
     for key in sorted(before.keys() | after.keys()):
         if key.startswith(RESUMABLE) or before.get(key, "<unset>") == after.get(key, "<unset>"):
+            continue
+        if key not in before and key in default and after.get(key) == default[key]:
             continue
         changed.append(f"{key}: {before.get(key, '<unset>')} -> {after.get(key, '<unset>')}")
     return changed
@@ -112,7 +121,8 @@ def check_resume_config(out: Path, new: dict, explicit: bool) -> None:
     path = out / "config.yaml"
     if explicit or not path.is_file():
         return
-    changes = config_changes(OmegaConf.to_container(OmegaConf.load(path)), new)
+    defaults = OmegaConf.to_container(OmegaConf.structured(RLVRConfig))
+    changes = config_changes(OmegaConf.to_container(OmegaConf.load(path)), new, defaults)
     if changes:
         raise ConfigError(
             "trainer.output_dir",

@@ -24,7 +24,7 @@ from rlvr.config import ConfigError, RLVRConfig, validate
 from rlvr.data.prompts import Problem, PromptSampler, check_golds, encode_prompts, load_problems
 from rlvr.evaluate import EvalSet, build_eval_sets, evaluate_sets
 from rlvr.guard import RunDiverged, RunGuard, describe_nonfinite, nonfinite_tensors
-from rlvr.learner import Learner, minibatch_indices
+from rlvr.learner import Learner, UpdateResult, minibatch_indices
 from rlvr.metrics import (
     CollapseMonitor,
     ConsoleSink,
@@ -40,11 +40,9 @@ from rlvr.metrics import (
     write_entropy_edges,
 )
 from rlvr.model_source import resolve_model
-from rlvr.reward import MathVerifier, Verdict
-from rlvr.reward.functions import RewardScorer, specs_from_config
-from rlvr.reward.math_verifier import gold_problem
+from rlvr.pipeline import Collected, Sampled, collect, rollout_metrics, sample_groups, to_batch
+from rlvr.reward import TermFailureGuard, Verdict, build_reward_model, gold_problem, uses_math_golds
 from rlvr.rollout.base import SamplingParams
-from rlvr.rollout.collect import Collected, collect, rollout_metrics, sample_groups, to_batch
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +132,7 @@ def prepare(cfg: RLVRConfig, output_dir: str | Path) -> Prepared:
     train_set = d.train_dataset if d.train_dataset.path is not None else None
     train_key = "data.train_dataset" if train_set else "data.train_files"
     train = load_problems(d.train_files, d, train_key, train_set)
-    math_golds = not cfg.reward.functions or any(t.fn == "math" for t in cfg.reward.functions)
+    math_golds = uses_math_golds(cfg.reward)
     if math_golds:  # golds the math term reads
         check_golds(train, train_key, gold_problem)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
@@ -161,6 +159,14 @@ def _make_engine(cfg: RLVRConfig, model, tokenizer):
         engine = VLLMRolloutEngine(cfg.model.path, tokenizer, cfg.rollout, seed=cfg.trainer.seed)
     engine.sync_weights(model)  # on resume the policy comes from a checkpoint, not from cfg.model.path
     return engine
+
+
+def sampler_gap(batch, before: UpdateResult) -> dict[str, float]:
+    """|log-prob under the learner - under the sampler| over the batch's response tokens: the gap that TIS
+    (rollout.tis_cap) corrects, and a sign of a weight sync gone wrong when it grows."""
+    mask = batch.response_mask.to(before.logp.device)
+    diff = (before.logp[mask] - batch.rollout_logp.to(mask.device)[mask]).abs()
+    return {"rollout/logp_diff_mean": diff.mean().item(), "rollout/logp_diff_max": diff.max().item()}
 
 
 class Trainer:
@@ -209,13 +215,10 @@ class Trainer:
             else "full policy on every process",
         )
         self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
-        self.verifier = MathVerifier(
-            cfg.reward.num_workers, cfg.reward.timeout_s, require_boxed=cfg.reward.require_boxed
-        )
-        specs = specs_from_config(cfg.reward.functions)
-        self.scorer = RewardScorer(specs, cfg.reward.num_workers, cfg.reward.timeout_s) if specs else None
+        self.reward = build_reward_model(cfg.reward)
+        self.verifier = self.reward.verifier  # evaluation scores math verdicts alone
         self.sampler = PromptSampler(len(prep.train), cfg.trainer.seed)
-        self.rows_json = [p.row_json for p in prep.train] if self.scorer is not None else None
+        self.rows_json = [p.row_json for p in prep.train] if self.reward.needs_rows else None
         r = cfg.rollout
         self.params = SamplingParams(r.temperature, r.top_p, r.top_k, r.max_new_tokens, r.ignore_eos)
         self.step, self.resets, self.stop_requested = 0, 0, False
@@ -229,6 +232,7 @@ class Trainer:
         self.guard = RunGuard(
             t.max_nonfinite_steps, t.no_signal_warn_steps, t.no_signal_max_steps, cfg.optim.lr
         )
+        self.reward_guard = TermFailureGuard(cfg.reward.fail_warn_steps, cfg.reward.fail_max_steps)
         self._warn_inert_clip()
         if prep.resume_from:
             self._restore(prep.resume_from)
@@ -273,6 +277,7 @@ class Trainer:
                 metrics["timing/step_s"] = time.perf_counter() - started
                 self.logger.log(step, metrics)
                 self.guard.observe(step, metrics)  # raises RunDiverged: no save of this step
+                self.reward_guard.observe(step, metrics)  # a reward term failing on every sample: the same
                 self.step = step
                 bar.update(1)
                 # a signal may reach one rank only: every rank must stop (and save) at the same step. Only ever
@@ -300,62 +305,71 @@ class Trainer:
             self.close()
 
     def train_step(self, step: int) -> dict:
-        a, t = self.cfg.algo, self.cfg.trainer
-        collected = collect(
-            self.sampler.next_indices,
-            lambda idx, rnd: self._sample(idx, step, rnd),
-            t.prompts_per_step,
-            a,
-            self.params.max_new_tokens,
-        )
+        """One RL step: sample groups, reward them and keep those with signal; their advantages; the update;
+        the policy's entropy before it; weights to the rollout engine; the reference's schedule; log."""
+        a = self.cfg.algo
+        collected = self._collect(step)
         metrics = rollout_metrics(collected, a.group_size)
         if collected.groups:
             batch = to_batch(collected.groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
-            learner_metrics, before = self.learner.update(batch, seed=derive_seed(t.seed, "learner", step))
-            metrics.update(learner_metrics)
-            if dist.any_rank(bool(nonfinite_tensors(self.learner.unwrapped.named_parameters()))):
-                raise RunDiverged(
-                    f"step {step}: the update left NaN or infinite weights (grad/norm "
-                    f"{learner_metrics['grad/norm']:.3g}); nothing was synced or saved; likely cause: optim.lr "
-                    f"too high (now {self.cfg.optim.lr:g})"
-                )
-            mask = batch.response_mask.to(before["entropy"].device)
-            if torch.isnan(before["logp"][mask]).any():
-                raise RunDiverged(
-                    f"step {step}: the learner's policy gives NaN log-probabilities to the sampled answers: its "
-                    f"activations overflow; likely causes: optim.lr too high (now {self.cfg.optim.lr:g}), or a "
-                    "model whose weights are broken"
-                )
+            before = self._update(step, batch)
+            metrics.update(before.metrics)
             metrics.update(self._entropy_metrics(batch, before, collected))
-            diff = (before["logp"][mask] - batch.rollout_logp.to(mask.device)[mask]).abs()
-            metrics.update(
-                {"rollout/logp_diff_mean": diff.mean().item(), "rollout/logp_diff_max": diff.max().item()}
-            )
-            synced = time.perf_counter()
-            self.engine.sync_weights(self.learner.unwrapped)
-            metrics["timing/sync_s"] = time.perf_counter() - synced
-        if self.learner.reference is not None:
-            if a.kl.reset_every and step % a.kl.reset_every == 0:
-                self._reset_reference(step, f"every {a.kl.reset_every} steps (algo.kl.reset_every)")
-            metrics["ref/resets"] = self.resets
-        if t.samples_every and step % t.samples_every == 0:
+            metrics.update(sampler_gap(batch, before))
+            metrics.update(self._sync())
+        metrics.update(self._reference_schedule(step))
+        if self.cfg.trainer.samples_every and step % self.cfg.trainer.samples_every == 0:
             self._write_samples(step, collected)
         metrics.update(self._watch_entropy(step, metrics.get("entropy/mean")))
         return metrics
 
     # ---- named steps ----------------------------------------------------------------------------------
-    def _entropy_metrics(self, batch, before: dict, collected: Collected) -> dict:
+    def _update(self, step: int, batch) -> UpdateResult:
+        """The learner's update of `batch`; RunDiverged when it left non-finite weights, or when the policy it
+        started from gave NaN log-probabilities to the sampled answers (nothing is synced or saved then)."""
+        before = self.learner.update(batch, seed=derive_seed(self.cfg.trainer.seed, "learner", step))
+        if dist.any_rank(bool(nonfinite_tensors(self.learner.unwrapped.named_parameters()))):
+            raise RunDiverged(
+                f"step {step}: the update left NaN or infinite weights (grad/norm "
+                f"{before.metrics['grad/norm']:.3g}); nothing was synced or saved; likely cause: optim.lr "
+                f"too high (now {self.cfg.optim.lr:g})"
+            )
+        mask = batch.response_mask.to(before.entropy.device)
+        if torch.isnan(before.logp[mask]).any():
+            raise RunDiverged(
+                f"step {step}: the learner's policy gives NaN log-probabilities to the sampled answers: its "
+                f"activations overflow; likely causes: optim.lr too high (now {self.cfg.optim.lr:g}), or a "
+                "model whose weights are broken"
+            )
+        return before
+
+    def _sync(self) -> dict:
+        """The updated weights to the rollout engine."""
+        synced = time.perf_counter()
+        self.engine.sync_weights(self.learner.unwrapped)
+        return {"timing/sync_s": time.perf_counter() - synced}
+
+    def _reference_schedule(self, step: int) -> dict:
+        """algo.kl.reset_every's reset of the reference, and ref/resets (when a reference exists)."""
+        if self.learner.reference is None:
+            return {}
+        a = self.cfg.algo
+        if a.kl.reset_every and step % a.kl.reset_every == 0:
+            self._reset_reference(step, f"every {a.kl.reset_every} steps (algo.kl.reset_every)")
+        return {"ref/resets": self.resets}
+
+    def _entropy_metrics(self, batch, before: UpdateResult, collected: Collected) -> dict:
         """The entropy distribution, its split by outcome, and the logp-advantage covariance of the policy
         before the update, over the response tokens of the batch."""
-        mask = batch.response_mask.to(before["entropy"].device)
-        tokens = before["entropy"][mask]
+        mask = batch.response_mask.to(before.entropy.device)
+        tokens = before.entropy[mask]
         # to_batch lays out rows group by group, completion by completion: the verdicts in the same order
         correct = torch.tensor([v == Verdict.CORRECT for g in collected.groups for v in g.verdicts])
         return {
             **entropy_stats(tokens),
             **entropy_above_threshold(tokens, self.cfg.monitor.entropy_threshold),
-            **entropy_by_outcome(before["entropy"], mask, correct),
-            **covariance_stats(before["logp"], batch.advantages, mask),
+            **entropy_by_outcome(before.entropy, mask, correct),
+            **covariance_stats(before.logp, batch.advantages, mask),
         }
 
     def _watch_entropy(self, step: int, mean_entropy: float | None) -> dict:
@@ -365,27 +379,35 @@ class Trainer:
             log.warning("entropy collapse at step %d: %s", step, reason)
         return {"entropy/collapse_warning": int(reason is not None), **self.law.observe_entropy(mean_entropy)}
 
-    def _sample(self, indices: list[int], step: int, round_: int):
-        """Sample and verify this rank's share of the prompts, then gather every rank's groups in order."""
+    def _collect(self, step: int) -> Collected:
+        """The step's groups: sampled and rewarded (`_sample`), shaped, and filtered by dynamic sampling."""
+        return collect(
+            self.sampler.next_indices,
+            lambda idx, rnd: self._sample(idx, step, rnd),
+            self.cfg.trainer.prompts_per_step,
+            self.cfg.algo,
+            self.params.max_new_tokens,
+        )
+
+    def _sample(self, indices: list[int], step: int, round_: int) -> Sampled:
+        """Sample and reward this rank's share of the prompts, then gather every rank's groups in order."""
         seed = derive_seed(self.cfg.trainer.seed, "rollout", step, round_)
         start, shard = dist.my_shard(indices)
         mine = sample_groups(
             self.engine,
-            self.verifier,
+            self.reward,
             self.prep.train_ids,
             [p.answer for p in self.prep.train],
             shard,
             self.cfg.algo.group_size,
             self.params,
             seed,
-            self.cfg.reward,
             first_index=start,
-            scorer=self.scorer,
             rows_json=self.rows_json,
         )
         parts = dist.gather_objects(mine)
-        groups = [g for part in parts for g in part[0]]
-        return groups, max(p[1] for p in parts), max(p[2] for p in parts)
+        groups = [g for part in parts for g in part.groups]
+        return Sampled(groups, max(p.rollout_s for p in parts), max(p.verify_s for p in parts))
 
     def _eval_due(self, step: int) -> bool:
         e = self.cfg.eval
@@ -464,6 +486,7 @@ class Trainer:
             "collapse_monitor": self.collapse.state_dict(),
             "plateau": self.plateau.state_dict() if self.plateau is not None else None,
             "guard": self.guard.state_dict(),
+            "reward_guard": self.reward_guard.state_dict(),
         }
 
     def save(self) -> None:
@@ -506,6 +529,7 @@ class Trainer:
         self.law.load_state_dict(state.get("entropy_law", {}))
         self.collapse.load_state_dict(state.get("collapse_monitor", {}))
         self.guard.load_state_dict(state.get("guard", {}))
+        self.reward_guard.load_state_dict(state.get("reward_guard", {}))
         if self.plateau is not None:  # a run that turns reset_on_plateau on at a restart starts counting then
             self.plateau.load_state_dict(state.get("plateau") or {})
         if self.learner.reference is not None:
@@ -556,8 +580,6 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
-        self.verifier.close()
-        if self.scorer is not None:
-            self.scorer.close()
+        self.reward.close()
         self.engine.close()
         dist.shutdown()

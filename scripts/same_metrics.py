@@ -29,7 +29,9 @@ def differences(before: list[dict], after: list[dict]) -> list[str]:
         keys = sorted(set(b) | set(a))
         bad = [k for k in keys if json.dumps(b.get(k)) != json.dumps(a.get(k))]
         if bad:
-            out.append(f"step {b['step']}: " + ", ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in bad[:6]))
+            out.append(
+                f"step {b['step']}: " + ", ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in bad[:6])
+            )
     return out
 
 

@@ -96,17 +96,9 @@ def rollout_batch(tokenizer, n: int, seed: int = 0) -> RolloutBatch:
     advantages (drawn after the response tokens, from the same generator) and zero rollout logprobs."""
     g = torch.Generator().manual_seed(seed)
     prompts = [tokenizer(f"{i}+{i + 3}=", add_special_tokens=False)["input_ids"] for i in range(n)]
-    lengths = [1 + (i * 2) % 5 for i in range(n)]
-    width = max(len(p) + L for p, L in zip(prompts, lengths))
-    ids = torch.full((n, width), tokenizer.pad_token_id)
-    att = torch.zeros((n, width), dtype=torch.long)
-    resp = torch.zeros((n, width), dtype=torch.bool)
-    for i, (p, L) in enumerate(zip(prompts, lengths)):
-        ids[i, : len(p)] = torch.tensor(p)
-        ids[i, len(p) : len(p) + L] = torch.randint(0, 250, (L,), generator=g)
-        att[i, : len(p) + L] = 1
-        resp[i, len(p) : len(p) + L] = True
-    return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(n, width))
+    responses = [torch.randint(0, 250, (1 + (i * 2) % 5,), generator=g).tolist() for i in range(n)]
+    ids, att, resp = right_pad(list(zip(prompts, responses)), tokenizer.pad_token_id)
+    return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(ids.shape))
 
 
 def compose_config(*overrides: str):
@@ -122,3 +114,34 @@ def compose_config(*overrides: str):
         cfg = OmegaConf.to_object(compose("config", overrides=list(overrides)))
     assert isinstance(cfg, RLVRConfig)
     return cfg
+
+
+def right_pad(rows, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids [N, T], attention_mask [N, T], response_mask [N, T] bool) of N (prompt ids, response ids) rows,
+    right-padded with pad_id to the longest row, T: the learner's layout (rlvr.batch.RolloutBatch)."""
+    width = max(len(p) + len(r) for p, r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    resp = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (p, r) in enumerate(rows):
+        ids[i, : len(p) + len(r)] = torch.tensor(list(p) + list(r))
+        att[i, : len(p) + len(r)] = 1
+        resp[i, len(p) : len(p) + len(r)] = True
+    return ids, att, resp
+
+
+def hf_greedy(model, prompts, tokenizer, max_new_tokens: int = 12) -> list[list[int]]:
+    """Each prompt's greedy continuation by transformers' own `generate`, one prompt at a time (no padding): the
+    reference the rollout engines' greedy samples are held to."""
+    out = []
+    for p in prompts:
+        ids = model.generate(
+            torch.tensor([p]),
+            attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        out.append(ids[0, len(p) :].tolist())
+    return out

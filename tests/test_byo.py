@@ -2,6 +2,7 @@
 (held-out accuracy 0.21: rewards are nonzero for sure, where the test cache's 300-step model answers 3%)."""
 
 import json
+import shlex
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,9 +47,11 @@ def test_gsm8k_golds_stop_before_any_model_loads_unless_their_answer_is_cut_out(
         f"rlvr-train: error: data.train_files: 16 of 16 gold answers are unusable: {data}: row 1:"
         in raw.stderr
     )
-    assert "data.answer_pattern='####\\s*(.+)$'" in raw.stderr
+    hint = "'data.answer_pattern=\"####\\s*(.+)$\"'"
+    assert hint in raw.stderr
     assert "Loading weights" not in raw.stderr  # stopped before the model
-    run_train(shipped.parent.parent, tmp_path / "cut", *common, "data.answer_pattern='####\\s*(.+)$'")
+    # the hint as printed, split as bash splits it, trains
+    run_train(shipped.parent.parent, tmp_path / "cut", *common, *shlex.split(hint))
     rewards = [m["reward/mean"] for m in metrics_lines(tmp_path / "cut")]
     assert len(rewards) == 2 and max(rewards) > 0
 

@@ -1,10 +1,10 @@
 import torch
 
-from rlvr.config import AlgoConfig, DynamicSamplingConfig, OverlongConfig, RewardConfig
-from rlvr.reward import Verdict
+from rlvr.config import AlgoConfig, DynamicSamplingConfig, OverlongConfig
+from rlvr.pipeline import Collected, Group, Sampled, collect, rollout_metrics, sample_groups, to_batch
+from rlvr.reward import RewardModel, RewardRule, Verdict
 from rlvr.reward.math_verifier import tail_for_verify
 from rlvr.rollout.base import Completion, SamplingParams
-from rlvr.rollout.collect import Collected, Group, collect, rollout_metrics, sample_groups, to_batch
 
 
 def _group(index: int, rewards: list[float], length: int = 2) -> Group:
@@ -26,7 +26,7 @@ class FakeSampler:
 
     def sample(self, indices, round_):
         self.asked.append((len(indices), round_))
-        return [_group(i, r) for i, r in zip(indices, self.script[round_])], 0.5, 0.25
+        return Sampled([_group(i, r) for i, r in zip(indices, self.script[round_])], 0.5, 0.25)
 
 
 def test_dynamic_sampling_refills_until_full():
@@ -63,7 +63,7 @@ def test_overlong_shaping_is_added_to_rewards():
     cfg = AlgoConfig(group_size=2, overlong=OverlongConfig(shaping=True, cache_len=2))
 
     def sample(indices, round_):
-        return [_group(indices[0], [1, 0], length=7)], 0.0, 0.0
+        return Sampled([_group(indices[0], [1, 0], length=7)], 0.0, 0.0)
 
     got = collect(fake.indices, sample, 1, cfg, max_new_tokens=8)
     assert got.groups[0].rewards == [0.5, -0.5]
@@ -83,7 +83,7 @@ def test_dynamic_sampling_keeps_groups_on_accuracy_not_on_the_shaped_reward():
             comps = [Completion(list(range(10, 10 + n)), [-0.5] * n, "stop", "x") for n in lens]
             ok = [Verdict.CORRECT if v else Verdict.INCORRECT for v in vs]
             groups.append(Group(i, comps, ok, [float(v) for v in vs]))
-        return groups, 0.0, 0.0
+        return Sampled(groups, 0.0, 0.0)
 
     cfg = AlgoConfig(
         group_size=4,
@@ -158,17 +158,10 @@ class CuttingVerifier:
 def test_box_too_long_is_counted_in_its_own_metric():
     long_box = r"\boxed{" + "+".join(["1"] * 10) + "}"  # 27 characters: more than the verifier's 12
     texts = [r"so \boxed{2}", long_box, r"\boxed{3}", "no idea"]
-    groups, _, _ = sample_groups(
-        ScriptedEngine(texts),
-        CuttingVerifier(),
-        [[1], [2]],
-        ["2", "3"],
-        [0, 1],
-        2,
-        SamplingParams(),
-        0,
-        RewardConfig(),
-    )
+    reward = RewardModel(CuttingVerifier(), None, RewardRule())
+    groups = sample_groups(
+        ScriptedEngine(texts), reward, [[1], [2]], ["2", "3"], [0, 1], 2, SamplingParams(), 0
+    ).groups
     assert [g.box_too_long for g in groups] == [[False, True], [False, False]]
     assert [g.verdicts for g in groups] == [
         [Verdict.CORRECT, Verdict.NO_ANSWER],
@@ -177,3 +170,16 @@ def test_box_too_long_is_counted_in_its_own_metric():
     m = rollout_metrics(Collected(groups=groups, sampled=groups), group_size=2)
     assert m["verify/box_too_long_frac"] == 1 / 4  # one of four completions
     assert m["verify/no_answer_frac"] == 2 / 4  # it is a NO_ANSWER too, beside "no idea"
+
+
+def test_the_old_import_path_still_serves_the_pipeline_without_the_learner():
+    """rlvr.rollout.collect is a re-export of rlvr.pipeline; a rollout module never pulls in the learner."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import rlvr.rollout.collect as c, rlvr.pipeline as p; "
+        "assert c.collect is p.collect and c.Group is p.Group; print('rlvr.learner' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -69,13 +69,13 @@ def test_a_non_finite_gradient_skips_the_optimizer_step(tiny_model, tokenizer):
     bad = copy.copy(batch)
     bad.advantages = batch.advantages.clone()
     bad.advantages[0] = math.nan
-    metrics, _ = learner.update(bad)
+    metrics = learner.update(bad).metrics
     assert metrics["learner/nonfinite_steps"] == 1  # the first of two mini-batches holds the NaN
     assert any(not torch.equal(before[k], v) for k, v in learner.unwrapped.state_dict().items())  # the second
     fresh = Learner(copy.deepcopy(tiny_model), Accelerator(cpu=True), algo, OptimConfig(lr=1e-2),
                     LearnerConfig(micro_batch_size=8), 1.0, 10)  # fmt: skip
     bad.advantages[:] = math.nan
-    metrics, _ = fresh.update(bad)
+    metrics = fresh.update(bad).metrics
     assert metrics["learner/nonfinite_steps"] == 2 and math.isnan(metrics["grad/norm"])
     assert all(torch.equal(before[k], v) for k, v in fresh.unwrapped.state_dict().items())
 

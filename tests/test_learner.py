@@ -8,8 +8,9 @@ from helpers import max_rel_error, rollout_batch
 from margins import within
 
 from rlvr.algo import entropy_from_logits, logprobs_from_logits
+from rlvr.batch import RolloutBatch
 from rlvr.config import AlgoConfig, KLConfig, LearnerConfig, OptimConfig
-from rlvr.learner import Learner, RolloutBatch, lr_factor, response_logp_entropy
+from rlvr.learner import Learner, lr_factor, response_logp_entropy
 
 
 def _plain(model, batch, temperature):
@@ -72,8 +73,8 @@ def test_update_is_independent_of_micro_batch_size(tiny_model, tokenizer):
     # into full-size differences; a large eps makes the step proportional to g, so equal steps mean equal grads.
     a = _learner(copy.deepcopy(tiny_model), micro_batch_size=8, adam_eps=1.0)
     b = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0)
-    ma, _ = a.update(batch)
-    mb, _ = b.update(batch)
+    ma = a.update(batch).metrics
+    mb = b.update(batch).metrics
     assert ma["loss/policy"] == pytest.approx(mb["loss/policy"], rel=1e-5)
     assert ma["grad/norm"] == pytest.approx(mb["grad/norm"], rel=1e-4)
     # float32 rounding, ~1e-7 of each tensor's largest weight; a micro-batch that lost or double-counted
@@ -89,19 +90,20 @@ def test_several_updates_per_batch_use_old_logprobs(tiny_model, tokenizer):
     returned 'before' tensors are the policy before any update (equal to a fresh forward of the old model)."""
     batch = rollout_batch(tokenizer, n=8)
     learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=4, ppo_epochs=2, num_minibatches=2)
-    metrics, before = learner.update(batch)
+    result = learner.update(batch)
     ref_logp, ref_ent = _plain(tiny_model, batch, 1.0)
-    torch.testing.assert_close(before["logp"], ref_logp.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(before["entropy"], ref_ent, rtol=1e-5, atol=1e-6)
-    assert metrics["clip/low_frac"] + metrics["clip/high_frac"] > 0  # lr 1e-2 moves ratios past 1 +- 0.2
+    torch.testing.assert_close(result.logp, ref_logp.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(result.entropy, ref_ent, rtol=1e-5, atol=1e-6)
+    # lr 1e-2 moves ratios past 1 +- 0.2
+    assert result.metrics["clip/low_frac"] + result.metrics["clip/high_frac"] > 0
 
 
 def test_kl_reference_and_reset(tiny_model, tokenizer):
     batch = rollout_batch(tokenizer, n=4)
     learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=4, kl=KLConfig(coef=0.1))
-    first, _ = learner.update(batch)
+    first = learner.update(batch).metrics
     assert first["kl/ref"] == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first step
-    second, _ = learner.update(batch)
+    second = learner.update(batch).metrics
     assert second["kl/ref"] > 1e-6  # the policy moved away from the reference
     learner.reset_reference()
     for p, q in zip(learner.reference.parameters(), learner.unwrapped.parameters()):
@@ -125,8 +127,8 @@ def test_tis_with_matching_rollout_logprobs_changes_nothing(tiny_model, tokenize
     batch = _with_rollout_logp(rollout_batch(tokenizer, n=8), tiny_model)
     plain = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0)
     tis = _learner(copy.deepcopy(tiny_model), micro_batch_size=3, adam_eps=1.0, tis_cap=2.0)
-    m_plain, _ = plain.update(batch)
-    m_tis, _ = tis.update(batch)
+    m_plain = plain.update(batch).metrics
+    m_tis = tis.update(batch).metrics
     assert "rollout/tis_weight_mean" not in m_plain  # off by default: no TIS metrics
     assert m_tis["rollout/tis_weight_mean"] == pytest.approx(1.0, abs=1e-5)
     assert m_tis["rollout/tis_clip_frac"] == 0.0
@@ -141,10 +143,10 @@ def test_tis_weights_scale_the_policy_loss(tiny_model, tokenizer, cap, weight, c
     """Every sampled token ln 2 less likely under the sampler than under the learner: pi_learner / pi_rollout
     = 2 everywhere, so the loss doubles (cap 3) or grows by the cap where it binds (cap 1.5)."""
     batch = rollout_batch(tokenizer, n=8)
-    plain, _ = _learner(copy.deepcopy(tiny_model), micro_batch_size=8).update(batch)
+    plain = _learner(copy.deepcopy(tiny_model), micro_batch_size=8).update(batch).metrics
     shifted = _with_rollout_logp(batch, tiny_model, shift=math.log(2.0))
     learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=8, tis_cap=cap)
-    metrics, _ = learner.update(shifted)
+    metrics = learner.update(shifted).metrics
     assert metrics["rollout/tis_weight_mean"] == pytest.approx(weight, rel=1e-5)
     assert metrics["rollout/tis_clip_frac"] == clip_frac
     assert metrics["loss/policy"] == pytest.approx(weight * plain["loss/policy"], rel=1e-4)
@@ -154,7 +156,7 @@ def test_padding_fraction_counts_positions_of_each_micro_batch(tiny_model, token
     batch = rollout_batch(tokenizer, n=4)
     lengths = batch.attention_mask.sum(-1).tolist()
     learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=2)
-    metrics, _ = learner.update(batch)
+    metrics = learner.update(batch).metrics
     # micro-batches [0, 1] and [2, 3], each padded to its own longest row
     computed = 2 * max(lengths[:2]) + 2 * max(lengths[2:])
     assert metrics["learner/padding_frac"] == pytest.approx(1 - sum(lengths) / computed)

@@ -28,7 +28,7 @@ def test_clip_cov_of_every_token_removes_the_whole_gradient(tiny_model, tokenize
     # bounds that hold every covariance and a fraction of 1: every token is selected, the loss is 0
     everything = CovConfig(mode="clip_cov", clip_frac=1.0, clip_bound_low=-1e9, clip_bound_high=1e9)
     learner = _learner(copy.deepcopy(tiny_model), everything)
-    metrics, _ = learner.update(rollout_batch(tokenizer, n=8))
+    metrics = learner.update(rollout_batch(tokenizer, n=8)).metrics
     assert metrics["cov/selected_frac"] == 1.0
     assert metrics["loss/policy"] == 0.0 and metrics["grad/norm"] == 0.0
     assert not _moved(learner, tiny_model)
@@ -48,7 +48,7 @@ def test_clip_cov_selects_the_defined_tokens_of_the_batch(tiny_model, tokenizer,
 
     monkeypatch.setattr(algo, "clip_cov_select", spy)
     learner = _learner(copy.deepcopy(tiny_model), CovConfig(mode="clip_cov", clip_bound_low=-1e9))
-    metrics, before = learner.update(batch)
+    result = learner.update(batch)
     with torch.no_grad():
         logp, _ = response_logp_entropy(
             tiny_model, batch.input_ids, batch.attention_mask, batch.response_mask, 1.0, 4096
@@ -57,8 +57,8 @@ def test_clip_cov_selects_the_defined_tokens_of_the_batch(tiny_model, tokenizer,
     torch.testing.assert_close(seen["cov"], want, rtol=1e-5, atol=1e-6)
     assert torch.equal(seen["mask"], batch.response_mask) and int(batch.response_mask.sum()) == 24
     assert int(seen["selected"].sum()) == 1
-    assert metrics["cov/selected_frac"] == pytest.approx(1 / 24)
-    torch.testing.assert_close(before["logp"], logp, rtol=1e-5, atol=1e-6)
+    assert result.metrics["cov/selected_frac"] == pytest.approx(1 / 24)
+    torch.testing.assert_close(result.logp, logp, rtol=1e-5, atol=1e-6)
 
 
 def test_kl_cov_selection_is_per_mini_batch_and_penalises_from_the_second_step(
@@ -77,7 +77,7 @@ def test_kl_cov_selection_is_per_mini_batch_and_penalises_from_the_second_step(
 
     monkeypatch.setattr(algo, "kl_cov_select", spy)
     learner = _learner(copy.deepcopy(tiny_model), CovConfig(mode="kl_cov", kl_frac=0.25), num_minibatches=2)
-    metrics, _ = learner.update(batch)
+    metrics = learner.update(batch).metrics
     # rows 0-3 hold 1+3+5+2 = 11 tokens -> floor(0.25 * 11) = 2; rows 4-7 hold 4+1+3+5 = 13 -> 3
     assert [int(m.sum()) for m in masks] == [11, 13]
     assert metrics["cov/selected_frac"] == pytest.approx(5 / 24)
@@ -91,8 +91,8 @@ def test_kl_cov_with_one_step_is_the_plain_policy_gradient(tiny_model, tokenizer
     batch = rollout_batch(tokenizer, n=8)
     plain = _learner(copy.deepcopy(tiny_model), CovConfig())
     kl_cov = _learner(copy.deepcopy(tiny_model), CovConfig(mode="kl_cov", kl_frac=0.5))
-    m_plain, _ = plain.update(batch)
-    m_kl, _ = kl_cov.update(batch)
+    m_plain = plain.update(batch).metrics
+    m_kl = kl_cov.update(batch).metrics
     assert m_kl["cov/kl_abs_mean"] == 0.0
     assert m_kl["loss/policy"] == pytest.approx(m_plain["loss/policy"], rel=1e-5)
     for p, q in zip(plain.unwrapped.parameters(), kl_cov.unwrapped.parameters()):
@@ -106,7 +106,7 @@ def test_clip_cov_draw_follows_the_seed(tiny_model, tokenizer):
     runs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         learner = _learner(copy.deepcopy(tiny_model), cov)
-        metrics, _ = learner.update(batch, seed=seed)
+        metrics = learner.update(batch, seed=seed).metrics
         assert metrics["cov/selected_frac"] == pytest.approx(4 / 24)
         runs[name] = [p.detach().clone() for p in learner.unwrapped.parameters()]
     assert all(torch.equal(p, q) for p, q in zip(runs["a"], runs["b"]))

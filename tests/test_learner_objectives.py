@@ -9,8 +9,10 @@ from accelerate import Accelerator
 from helpers import rollout_batch
 
 from rlvr import algo
+from rlvr.batch import RolloutBatch
 from rlvr.config import AlgoConfig, ClipConfig, EntropyMaskConfig, LearnerConfig, OptimConfig
-from rlvr.learner import Learner, RolloutBatch, minibatch_indices
+from rlvr.learner import Learner
+from rlvr.microbatch import minibatch_indices
 
 
 def _learner(model, lr=1e-2, max_new_tokens=None, **algo_overrides) -> Learner:
@@ -44,7 +46,7 @@ def test_forking_token_loss_keeps_the_all_token_normaliser(tiny_model, tokenizer
     batch = _with_advantages(rollout_batch(tokenizer, n=4), [1.0, 1.0, 1.0, 1.0])
     assert batch.response_mask.sum(-1).tolist() == LENGTHS
     learner = _learner(copy.deepcopy(tiny_model), entropy_mask=EntropyMaskConfig(top_frac=0.2))
-    metrics, _ = learner.update(batch)
+    metrics = learner.update(batch).metrics
     assert metrics["learner/pg_token_frac"] == pytest.approx(3 / 11)
     assert metrics["loss/policy"] == pytest.approx(-3 / 11, rel=1e-6)
 
@@ -59,11 +61,11 @@ def test_forking_token_loss_per_sequence_mean_divides_by_each_whole_response(tin
         loss_agg="seq_mean_token_mean",
         entropy_mask=EntropyMaskConfig(top_frac=0.2),
     )
-    metrics, before = learner.update(batch)
-    kept = algo.top_entropy_mask(before["entropy"], batch.response_mask, 0.2).sum(-1).tolist()
+    result = learner.update(batch)
+    kept = algo.top_entropy_mask(result.entropy, batch.response_mask, 0.2).sum(-1).tolist()
     assert sum(kept) == 3
     expected = -sum(k / n for k, n in zip(kept, LENGTHS)) / 4
-    assert metrics["loss/policy"] == pytest.approx(expected, rel=1e-6)
+    assert result.metrics["loss/policy"] == pytest.approx(expected, rel=1e-6)
     assert expected > -1.0
 
 
@@ -73,7 +75,7 @@ def test_dr_grpo_divides_by_the_generation_budget(tiny_model, tokenizer):
     (prompt included), which changes from batch to batch."""
     batch = _with_advantages(rollout_batch(tokenizer, n=4), [1.0, -1.0, 0.5, 0.0])
     learner = _learner(copy.deepcopy(tiny_model), max_new_tokens=8, loss_agg="seq_mean_token_sum_norm")
-    metrics, _ = learner.update(batch)
+    metrics = learner.update(batch).metrics
     assert metrics["loss/policy"] == pytest.approx(-0.015625, rel=1e-6)
     assert batch.input_ids.shape[1] != 8
     with pytest.raises(ValueError, match="generation budget"):
@@ -105,7 +107,7 @@ def test_logged_loss_is_the_mean_over_optimizer_steps(tiny_model, tokenizer):
     learner logged the sum, -2)."""
     batch = _with_advantages(rollout_batch(tokenizer, n=4), [1.0, 1.0, 1.0, 1.0])
     learner = _learner(copy.deepcopy(tiny_model), lr=1e-9, minibatch_prompts=1)
-    metrics, _ = learner.update(batch)
+    metrics = learner.update(batch).metrics
     assert metrics["learner/minibatches"] == 2
     assert metrics["loss/policy"] == pytest.approx(-1.0, rel=1e-5)
 
@@ -119,7 +121,7 @@ def test_clip_higher_changes_the_update_once_the_policy_moves(tiny_model, tokeni
         learner = _learner(
             copy.deepcopy(tiny_model), lr=3e-2, minibatch_prompts=4 // steps, clip=ClipConfig(0.2, eps_high)
         )
-        metrics, _ = learner.update(batch)
+        metrics = learner.update(batch).metrics
         clip_high[steps, eps_high] = metrics["clip/high_frac"] + metrics["clip/low_frac"]
         weights[steps, eps_high] = torch.cat([p.detach().flatten() for p in learner.unwrapped.parameters()])
     assert clip_high[4, 0.2] > clip_high[4, 0.28] >= 0 and clip_high[4, 0.2] > 0

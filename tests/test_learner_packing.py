@@ -11,20 +11,36 @@ from accelerate import Accelerator
 from helpers import max_rel_error, rollout_batch
 from margins import within
 
+from rlvr import microbatch
+from rlvr.batch import RolloutBatch
 from rlvr.config import AlgoConfig, ConfigError, LearnerConfig, OptimConfig, RLVRConfig, validate
-from rlvr.learner import (
-    Learner,
-    RolloutBatch,
-    pack_rows,
-    padding_fraction,
-    plan_micro_batches,
-    response_logp_entropy,
-    unpack_rows,
-)
+from rlvr.learner import Learner, response_logp_entropy
+from rlvr.microbatch import pack_rows, padding_fraction, plan_micro_batches, unpack_rows
 
 # ---- the plan (pure) -----------------------------------------------------------------------------------
 
 LENGTHS = [5, 9, 3, 7, 2]
+
+MOVED = [
+    "split_micro_batches",
+    "micro_batch_positions",
+    "pack_sequences",
+    "plan_micro_batches",
+    "flat",
+    "padding_fraction",
+    "pack_rows",
+    "unpack_rows",
+    "minibatch_indices",
+    "MicroBatch",
+]
+
+
+@pytest.mark.parametrize("name", MOVED)
+def test_old_import_path_re_exports_the_micro_batch_functions(name):
+    """They moved from rlvr.learner to rlvr.microbatch; users import them from rlvr.learner."""
+    import rlvr.learner
+
+    assert getattr(rlvr.learner, name) is getattr(microbatch, name)
 
 
 def test_plan_by_sequence_count_keeps_order():
@@ -210,24 +226,20 @@ def test_update_with_packing_equals_padded(tiny_model, tokenizer, algo_overrides
     one_row = LearnerConfig(max_tokens_per_microbatch=24, pack=True, pack_row_tokens=24)
     packed_one_row = _learner(copy.deepcopy(tiny_model), one_row, **algo_overrides)
     by_budget = _learner(copy.deepcopy(tiny_model), budget, **algo_overrides)
-    m_pad, before_pad = padded.update(batch)
-    m_pack, before_pack = packed.update(batch)
-    m_one_row, before_one_row = packed_one_row.update(batch)
-    m_budget, _ = by_budget.update(batch)
+    pad, pack, one_row = (learner.update(batch) for learner in (padded, packed, packed_one_row))
+    m_budget = by_budget.update(batch).metrics
     # rows of <= 10 tokens (the longest sequence), 2 in a micro-batch; or one row of <= 24 tokens
     plan, plan_one_row = packed._micro_batches(lengths), packed_one_row._micro_batches(lengths)
     assert any(len(mb) > 1 for mb in plan) and any(len(row) > 1 for mb in plan for row in mb)
     assert len(plan_one_row) > 1 and all(len(mb) == 1 for mb in plan_one_row)
     assert any(len(row) > 2 for mb in plan_one_row for row in mb)
-    for m in (m_pack, m_one_row, m_budget):
-        assert m["loss/policy"] == pytest.approx(m_pad["loss/policy"], rel=1e-5)
-        assert m["grad/norm"] == pytest.approx(m_pad["grad/norm"], rel=1e-4)
-    for before in (
-        before_pack,
-        before_one_row,
-    ):  # the pre-pass: a few float32 ulps of log-probs near -8 (2.9e-6
-        for key in ("logp", "entropy"):  # measured); a packing bug moves them by > 1e-3
-            torch.testing.assert_close(before[key], before_pad[key], rtol=0, atol=5e-5)
+    for m in (pack.metrics, one_row.metrics, m_budget):
+        assert m["loss/policy"] == pytest.approx(pad.metrics["loss/policy"], rel=1e-5)
+        assert m["grad/norm"] == pytest.approx(pad.metrics["grad/norm"], rel=1e-4)
+    # the pre-pass: a few float32 ulps of log-probs near -8 (2.9e-6 measured); a packing bug moves them by > 1e-3
+    for before in (pack, one_row):
+        torch.testing.assert_close(before.logp, pad.logp, rtol=0, atol=5e-5)
+        torch.testing.assert_close(before.entropy, pad.entropy, rtol=0, atol=5e-5)
     # relative to each tensor's largest weight: float32 rounding, ~1e-6; a packing bug (attention across
     # sequences, positions that do not restart) changes the gradients by O(1) and the weights by the update's
     # size, 1e-3 and more of the largest weight
@@ -238,8 +250,10 @@ def test_update_with_packing_equals_padded(tiny_model, tokenizer, algo_overrides
         not torch.equal(p, q) for p, q in zip(packed.unwrapped.parameters(), tiny_model.parameters())
     )
     assert changed, "the update must move the weights"
-    assert m_one_row["learner/padding_frac"] == 0.0  # one row per micro-batch: every position is a real token
-    assert m_pack["learner/padding_frac"] <= m_budget["learner/padding_frac"]
+    assert (
+        one_row.metrics["learner/padding_frac"] == 0.0
+    )  # one row per micro-batch: every position is a real token
+    assert pack.metrics["learner/padding_frac"] <= m_budget["learner/padding_frac"]
 
 
 def test_update_logs_the_padding_of_the_token_budget_plan(tiny_model, tokenizer):
@@ -247,7 +261,7 @@ def test_update_logs_the_padding_of_the_token_budget_plan(tiny_model, tokenizer)
     lengths = batch.attention_mask.sum(-1).tolist()
     assert lengths == [5, 7, 9, 6]  # responses of 1, 3, 5, 2 tokens after 4-token prompts
     learner = _learner(copy.deepcopy(tiny_model), LearnerConfig(max_tokens_per_microbatch=14))
-    metrics, _ = learner.update(batch)
+    metrics = learner.update(batch).metrics
     # longest first: 9 alone (2 x 9 > 14); 7 and 6 together (2 x 7 = 14); 5 would make 3 x 7 -> alone:
     # 9 + 14 + 5 = 28 positions computed for 27 real tokens
     assert metrics["learner/padding_frac"] == pytest.approx(1 / 28)

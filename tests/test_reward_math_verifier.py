@@ -146,21 +146,21 @@ def test_hostile_completions_get_a_verdict_in_time(verifier, name):
 
 
 def test_deadline_fires_inside_the_worker(verifier):
-    pids = [w.proc.pid for w in verifier._workers]
+    pids = [w.proc.pid for w in verifier.pool.workers]
     start = time.monotonic()
     assert verifier.verify([HOSTILE["tower_latex"]], ["5"]) == [T]
     assert time.monotonic() - start < verifier.hard_limit_s  # before the parent's backstop could act
-    assert [w.proc.pid for w in verifier._workers] == pids  # nobody was killed
+    assert [w.proc.pid for w in verifier.pool.workers] == pids  # nobody was killed
 
 
 def test_stuck_or_dead_worker_is_replaced():
-    with MathVerifier(num_workers=1, timeout_s=0.5, _verify_fn=_hang_or_verify) as v:
-        pid = v._workers[0].proc.pid
+    with MathVerifier(num_workers=1, timeout_s=0.5, verify_fn=_hang_or_verify) as v:
+        pid = v.pool.workers[0].proc.pid
         start = time.monotonic()
         verdicts = v.verify([r"$\boxed{2}$", "HANG", r"$\boxed{3}$"], ["2", "1", "4"])
         assert verdicts == [C, T, W]
         assert time.monotonic() - start < 10
-        assert v._workers[0].proc.pid != pid
+        assert v.pool.workers[0].proc.pid != pid
         assert v.verify([r"so $\boxed{\frac{1}{2}}$", "HANG", "DIE", "7"], ["0.5", "1", "1", "7"]) == [
             C,
             T,
@@ -174,7 +174,7 @@ def test_stuck_or_dead_worker_is_replaced():
 
 
 def test_workers_verify_on_their_main_thread():
-    with MathVerifier(num_workers=1, timeout_s=1.0, _verify_fn=_main_thread_check) as v:
+    with MathVerifier(num_workers=1, timeout_s=1.0, verify_fn=_main_thread_check) as v:
         assert v.verify(["a", "b"], ["a", "b"]) == [C, C]
 
 
@@ -246,7 +246,7 @@ def _always_incorrect(completion: str, gold: str, timeout_s: float) -> Verdict:
 
 def test_fast_path_answers_without_the_workers():
     completions = [r"So $x = \boxed{\frac{1}{2}}$.", r"So $x = \boxed{0.5}$.", r"So $x = \frac{1}{2}$."]
-    with MathVerifier(num_workers=1, timeout_s=1.0, _verify_fn=_always_incorrect) as v:
+    with MathVerifier(num_workers=1, timeout_s=1.0, verify_fn=_always_incorrect) as v:
         assert v.verify(completions, [r" \frac{1}{2}"] * 3) == [C, W, W]  # only the first skipped the worker
         v.fast_path = False
         assert v.verify(completions, [r" \frac{1}{2}"] * 3) == [W, W, W]
@@ -319,13 +319,13 @@ def test_identical_samples_are_verified_once(verifier):
 
 
 def test_gold_parse_is_cached_per_process():
-    from rlvr.reward.math_verifier import _parse_gold
+    from rlvr.reward.math_verifier import parse_gold
 
     gold = r"\frac{7}{13}"
     assert verify_one(r"$\boxed{\frac{14}{26}}$", gold, 5.0) == C
-    hits = _parse_gold.cache_info().hits
+    hits = parse_gold.cache_info().hits
     assert verify_one(r"$\boxed{0.5}$", gold, 5.0) == W
-    assert _parse_gold.cache_info().hits == hits + 1
+    assert parse_gold.cache_info().hits == hits + 1
 
 
 # ---- the cut to the last max_chars characters never lands inside a box ---------------------------------
@@ -383,3 +383,17 @@ def test_tail_for_verify():
     assert tail_for_verify(text, 25) == box + "y" * 10  # cut 5 into it: from its start, 30 characters in all
     assert tail_for_verify(text, 15) is None  # cut into a box longer than the limit: no answer
     assert tail_for_verify(box, 19) is None and tail_for_verify(box, 20) == box
+
+
+def test_the_deadline_restores_the_handler_and_disarms_the_timer():
+    """One deadline for math-verify and the user's terms: it fires inside its block, and leaves no timer armed
+    and the previous handler in place whether it fired or not."""
+    from rlvr.reward.deadline import DeadlineExceeded, deadline
+
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(DeadlineExceeded), deadline(0.05):
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with deadline(5.0):
+        pass
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -1,6 +1,7 @@
 import math
 
 import torch
+from helpers import right_pad
 from margins import within
 
 from rlvr.learner import response_logp_entropy
@@ -52,18 +53,11 @@ def test_sampling_logprobs_match_learner(tiny_model, tokenizer):
     prompts = _prompts(tokenizer)
     params = SamplingParams(temperature=0.7, top_k=0, max_new_tokens=6)
     out = engine.generate(prompts, 2, params, seed=3)
-    rows = [(p, c) for p, group in zip(prompts, out) for c in group]
-    width = max(len(p) + len(c.token_ids) for p, c in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    att = torch.zeros_like(ids)
-    resp = torch.zeros_like(ids, dtype=torch.bool)
+    ids, att, resp = right_pad(
+        [(p, c.token_ids) for p, group in zip(prompts, out) for c in group], tokenizer.pad_token_id
+    )
     expected = torch.zeros(ids.shape)
-    for i, (p, c) in enumerate(rows):
-        n = len(p) + len(c.token_ids)
-        ids[i, :n] = torch.tensor(p + c.token_ids)
-        att[i, :n] = 1
-        resp[i, len(p) : n] = True
-        expected[i, len(p) : n] = torch.tensor(c.logprobs)
+    expected[resp] = torch.tensor([lp for group in out for c in group for lp in c.logprobs])
     with torch.no_grad():
         logp, _ = response_logp_entropy(tiny_model, ids, att, resp, 0.7, chunk_size=64)
     diff = (logp - expected)[resp].abs()

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 import pytest
 import torch
-from helpers import TWO_STEPS, assert_same_metrics, metrics_lines, train_cmd, train_env
+from helpers import TWO_STEPS, assert_same_metrics, hf_greedy, metrics_lines, train_cmd, train_env
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_distributed import SHARD_ON_CPU, launch
@@ -83,21 +83,6 @@ def _greedy(engine, prompts) -> list[list[int]]:
     return [group[0].token_ids for group in out]
 
 
-def _hf_greedy(model, prompts, tokenizer) -> list[list[int]]:
-    out = []
-    for p in prompts:
-        ids = model.generate(
-            torch.tensor([p]),
-            attention_mask=torch.ones(1, len(p), dtype=torch.long),
-            do_sample=False,
-            max_new_tokens=12,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        out.append(ids[0, len(p) :].tolist())
-    return out
-
-
 def test_samples_equal_the_colocated_engines(server, colocated, policy, tokenizer):
     """Same weights, same seeds: the server samples exactly what the colocated engine samples, with the same
     (processed) logprobs, finish reasons and texts; `first_index` selects the same per-prompt streams."""
@@ -126,8 +111,8 @@ def test_weights_follow_the_learner_after_each_sync(server, colocated, policy, t
     updated(input_ids=ids, labels=ids).loss.backward()
     opt.step()
     updated.eval()
-    old_greedy = _hf_greedy(policy, prompts, tokenizer)
-    new_greedy = _hf_greedy(updated, prompts, tokenizer)
+    old_greedy = hf_greedy(policy, prompts, tokenizer)
+    new_greedy = hf_greedy(updated, prompts, tokenizer)
     assert old_greedy != new_greedy
 
     server.sync_weights(policy)

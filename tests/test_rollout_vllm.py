@@ -14,6 +14,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import hf_greedy, right_pad
 from margins import within
 
 from rlvr.config import RolloutConfig
@@ -87,18 +88,10 @@ def engine(policy, tokenizer, tmp_path_factory):
 
 def _learner_logp(model, prompts, completions, temperature) -> list[torch.Tensor]:
     """Per completion: the learner's logprob of each sampled token (rlvr.learner.response_logp_entropy)."""
-    rows = [(p, c.token_ids) for p, group in zip(prompts, completions) for c in group]
-    width = max(len(p) + len(t) for p, t in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    att = torch.zeros((len(rows), width), dtype=torch.long)
-    resp = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (p, t) in enumerate(rows):
-        ids[i, : len(p) + len(t)] = torch.tensor(p + t)
-        att[i, : len(p) + len(t)] = 1
-        resp[i, len(p) : len(p) + len(t)] = True
+    ids, att, resp = right_pad([(p, c.token_ids) for p, group in zip(prompts, completions) for c in group], 0)
     with torch.no_grad():
         logp, _ = response_logp_entropy(model, ids, att, resp, temperature, chunk_size=4096)
-    return [logp[i][resp[i]] for i in range(len(rows))]
+    return [logp[i][resp[i]] for i in range(len(ids))]
 
 
 def test_sampling_logprobs_match_learner(engine, policy, tokenizer):
@@ -198,21 +191,6 @@ def test_prompt_seeds_never_share_streams():
     assert prompt_seed(7, 3) == prompt_seed(7, 3)
 
 
-def _hf_greedy(model, prompts, max_new_tokens, tokenizer) -> list[list[int]]:
-    out = []
-    for p in prompts:
-        ids = model.generate(
-            torch.tensor([p]),
-            attention_mask=torch.ones(1, len(p), dtype=torch.long),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        out.append(ids[0, len(p) :].tolist())
-    return out
-
-
 def _engine_greedy(engine, prompts, max_new_tokens) -> list[list[int]]:
     out = engine.generate(prompts, 1, SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens), seed=0)
     return [group[0].token_ids for group in out]
@@ -253,8 +231,8 @@ def test_sync_weights_makes_engine_generate_from_learner(engine, policy, tokeniz
     updated.eval()
     assert updated.config.tie_word_embeddings  # lm_head is embed_tokens: sync must carry it over
 
-    old_greedy = _hf_greedy(policy, prompts, 12, tokenizer)
-    new_greedy = _hf_greedy(updated, prompts, 12, tokenizer)
+    old_greedy = hf_greedy(policy, prompts, tokenizer, max_new_tokens=12)
+    new_greedy = hf_greedy(updated, prompts, tokenizer, max_new_tokens=12)
     assert old_greedy != new_greedy
     assert _engine_greedy(engine, prompts, 12) == old_greedy
 

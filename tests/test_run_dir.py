@@ -76,6 +76,17 @@ def test_config_changes_names_the_keys_a_resume_may_not_change():
     ]
 
 
+def test_a_key_added_after_the_run_started_is_no_change_at_its_default():
+    """A run saved before rlvr had reward.max_abs resumes with it at its default, not at another value."""
+    saved = {"reward": {"timeout_s": 5}}
+    defaults = {"reward": {"timeout_s": 5, "max_abs": 1e6, "require_boxed": False}}
+    at_default = {"reward": {"timeout_s": 5, "max_abs": 1e6, "require_boxed": False}}
+    assert config_changes(saved, at_default, defaults) == []
+    assert config_changes(saved, {"reward": {"timeout_s": 5, "max_abs": 10.0}}, defaults) == [
+        "reward.max_abs: <unset> -> 10.0"
+    ]
+
+
 def test_write_config_keeps_the_replaced_config_in_the_history(tmp_path):
     write_config(tmp_path, {"a": 1}, 0)
     first = (tmp_path / "config.yaml").read_text()

@@ -256,7 +256,9 @@ def check_golds(problems: Sequence[Problem], key: str, problem_of: Callable[[str
     examples = "; ".join(f"{p.origin}: {p.answer[-60:]!r} {verdicts[p.answer]}" for p in bad[:3])
     hint = ""
     if any("####" in p.answer for p in bad):
-        hint = " (GSM8K-style golds: set data.answer_pattern='####\\s*(.+)$' to take the answer after ####)"
+        hint = (
+            " (GSM8K-style golds: set 'data.answer_pattern=\"####\\s*(.+)$\"' to take the answer after ####)"
+        )
     message = f"{key}: {len(bad)} of {len(problems)} gold answers are unusable: {examples}{hint}"
     if len(bad) > MAX_BAD_GOLD_FRAC * len(problems):
         raise DataError(message)

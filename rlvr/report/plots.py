@@ -43,6 +43,13 @@ def _new_figure(nrows: int = 1, height: float = 4.0, step_axis: bool = True):
     return fig, axes
 
 
+def _finish(fig, path: Path, ax=None, title: str = "", ylabel: str = "", xlabel: str = "step") -> None:
+    """Every figure's ending: the last panel's title and axis labels (with `ax`), then the PNG at 110 dpi."""
+    if ax is not None:
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    fig.savefig(path, dpi=110)
+
+
 _MAX_INSIDE = 8  # legend entries drawn inside the axes; more go beside them, smaller, the figure widened
 _BANDS_UP_TO = 6  # runs whose p10-p90 bands are drawn: past that they cover each other
 
@@ -98,8 +105,7 @@ def plot_reward(runs: Sequence[Run], path: Path) -> None:
     fig, (ax,) = _new_figure()
     if not _plot_lines(ax, runs, ["reward/mean", "acc/mean"], marker_keys=["eval/pass@1"]):
         _no_data(ax, "reward/mean or acc/mean")
-    ax.set(title="Reward and accuracy", xlabel="step", ylabel="mean reward; accuracy (fraction correct)")
-    fig.savefig(path, dpi=110)
+    _finish(fig, path, ax, title="Reward and accuracy", ylabel="mean reward; accuracy (fraction correct)")
 
 
 def plot_entropy(runs: Sequence[Run], path: Path) -> None:
@@ -143,12 +149,13 @@ def plot_entropy(runs: Sequence[Run], path: Path) -> None:
     threshold = (
         f"{next(iter(thresholds)):g} nats" if len(thresholds) == 1 and None not in thresholds else None
     )
-    ax_frac.set(
+    _finish(
+        fig,
+        path,
+        ax_frac,
         title=f"High-entropy tokens: entropy > {threshold or 'monitor.entropy_threshold'}",
-        xlabel="step",
         ylabel="fraction of response tokens",
     )
-    fig.savefig(path, dpi=110)
 
 
 def _step_edges(steps: np.ndarray) -> np.ndarray:
@@ -193,7 +200,7 @@ def plot_entropy_hist(runs: Sequence[Run], path: Path) -> None:
         ax.set_ylabel(f"entropy (nats, log{bottom})", fontsize="small")
     if mesh is not None:
         fig.colorbar(mesh, ax=list(axes), label="fraction of the step's tokens (grey: none)")
-    fig.savefig(path, dpi=110)
+    _finish(fig, path)
 
 
 def plot_clip(runs: Sequence[Run], path: Path) -> None:
@@ -217,20 +224,16 @@ def plot_clip(runs: Sequence[Run], path: Path) -> None:
     cov = any("cov/selected_frac" in r.metric_keys() for r in runs)
     title = "PPO ratio clipping" + (" and Clip-Cov/KL-Cov token selection" if cov else "")
     ylabel = "fraction of tokens clipped" + (" / selected" if cov else "")
-    ax.set(title=title, xlabel="step", ylabel=ylabel)
-    fig.savefig(path, dpi=110)
+    _finish(fig, path, ax, title=title, ylabel=ylabel)
 
 
 def plot_entropy_outcome(runs: Sequence[Run], path: Path) -> None:
     fig, (ax,) = _new_figure()
     if not _plot_lines(ax, runs, ["entropy/correct_mean", "entropy/incorrect_mean"]):
         _no_data(ax, "entropy/correct_mean or entropy/incorrect_mean")
-    ax.set(
-        title="Entropy of correct vs incorrect responses",
-        xlabel="step",
-        ylabel="mean token entropy (nats)",
+    _finish(
+        fig, path, ax, title="Entropy of correct vs incorrect responses", ylabel="mean token entropy (nats)"
     )
-    fig.savefig(path, dpi=110)
 
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -265,12 +268,7 @@ def plot_passk(runs: Sequence[Run], path: Path) -> None:
         ax.set_ylim(0, 1.02)
     else:
         _no_data(ax, "eval/pass@k")
-    ax.set(
-        title="Held-out pass@1 vs pass@k",
-        xlabel="step",
-        ylabel="pass@k (fraction of held-out prompts)",
-    )
-    fig.savefig(path, dpi=110)
+    _finish(fig, path, ax, title="Held-out pass@1 vs pass@k", ylabel="pass@k (fraction of held-out prompts)")
 
 
 def plot_entropy_law(runs: Sequence[Run], path: Path) -> None:
@@ -315,12 +313,14 @@ def plot_entropy_law(runs: Sequence[Run], path: Path) -> None:
         ax.grid(alpha=0.3)
     else:
         _no_data(ax, "entropy_law/point_entropy (needs eval.every > 0 with eval/pass@1)")
-    ax.set(
+    _finish(
+        fig,
+        path,
+        ax,
         title="Entropy–performance law: R = −a·exp(H) + b (points labelled by evaluated step)",
         xlabel="mean token entropy H of the evaluated policy (nats)",
         ylabel="held-out pass@1 R (fraction)",
     )
-    fig.savefig(path, dpi=110)
 
 
 def plot_covariance(runs: Sequence[Run], path: Path) -> None:
@@ -337,12 +337,13 @@ def plot_covariance(runs: Sequence[Run], path: Path) -> None:
     )
     if not _plot_lines(ax_top, runs, top_keys):
         _no_data(ax_top, "cov/top0.2pct_mean")
-    ax_top.set(
+    _finish(
+        fig,
+        path,
+        ax_top,
         title="Mean of the top 0.2% per-token centred products (the tokens Clip-Cov/KL-Cov act on)",
-        xlabel="step",
         ylabel="(log p − mean)·(A − mean) (nats × advantage)",
     )
-    fig.savefig(path, dpi=110)
 
 
 def plot_sweep(runs: Sequence[Run], path: Path) -> None:
@@ -385,7 +386,7 @@ def plot_sweep(runs: Sequence[Run], path: Path) -> None:
             ncols=1 if len(handles) < 4 else 2,
             fontsize="small",
         )
-    fig.savefig(path, dpi=110)
+    _finish(fig, path)
 
 
 def plot_seed_curves(report: SeedReport, path: Path) -> None:
@@ -422,4 +423,4 @@ def plot_seed_curves(report: SeedReport, path: Path) -> None:
             xlabel="step",
             ylabel="nats per token" if key == "entropy/mean" else "fraction of held-out prompts",
         )
-    fig.savefig(path, dpi=110)
+    _finish(fig, path)

@@ -12,25 +12,15 @@ is another answer (`\\boxed{1+1+...+1}` cut to `1+1}`), so a box too long to kee
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
-import math
-import multiprocessing as mp
 import re
-import signal
 import threading
-import time
-import traceback
-from collections import deque
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import wait
 
-logger = logging.getLogger(__name__)
-
-_STARTUP_S = 60.0  # a worker that cannot import math-verify within this is broken, not slow
-_MAX_CHUNK = 16  # samples per message: fewer round trips, while the deadline is still per sample
+from rlvr.reward.deadline import DeadlineExceeded, deadline
+from rlvr.reward.pool import WorkerPool
 
 
 class Verdict(str, enum.Enum):
@@ -38,14 +28,6 @@ class Verdict(str, enum.Enum):
     INCORRECT = "incorrect"
     NO_ANSWER = "no_answer"
     TIMEOUT = "timeout"
-
-
-class _Deadline(BaseException):
-    """Raised by our SIGALRM handler; a BaseException so no `except Exception` in math-verify or sympy eats it."""
-
-
-def _on_alarm(signum, frame):
-    raise _Deadline
 
 
 def _gold_text(gold: str) -> str:
@@ -152,7 +134,7 @@ def tail_for_verify(completion: str, max_chars: int) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_gold(gold: str) -> list:
+def parse_gold(gold: str) -> list:
     """math-verify's parse of a gold answer, cached: a group's G samples share their gold, and parsing it is
     most of a sample's time (0.18 of 0.23 ms for the quickstart's answers). An interrupted parse (the deadline)
     raises, so it is not cached."""
@@ -170,19 +152,13 @@ def gold_problem(gold: str, timeout_s: float = 2.0) -> str | None:
     if "\n" in gold.strip():
         return "spans several lines: a worked solution, not its answer"
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" warning: we time it
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        try:
-            parsed = _parse_gold(gold)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _Deadline:
+        with deadline(timeout_s):
+            parsed = parse_gold(gold)
+    except DeadlineExceeded:
         return f"math-verify could not parse it within {timeout_s} s"
     except Exception as e:  # the grammar or sympy failing on it
         return f"math-verify cannot parse it ({type(e).__name__})"
-    finally:
-        signal.signal(signal.SIGALRM, previous)
     return None if parsed else "math-verify parses no answer from it"
 
 
@@ -204,11 +180,9 @@ def verify_one(completion: str, gold: str, timeout_s: float) -> Verdict:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        try:
-            gold_parsed = _parse_gold(gold)
+        with deadline(timeout_s):
+            gold_parsed = parse_gold(gold)
             if not gold_parsed:
                 raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
             extraction = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
@@ -216,47 +190,15 @@ def verify_one(completion: str, gold: str, timeout_s: float) -> Verdict:
             if not answer:
                 return Verdict.NO_ANSWER
             return Verdict.CORRECT if verify(gold_parsed, answer, timeout_seconds=None) else Verdict.INCORRECT
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _Deadline:  # also when it fires inside the `finally` above, just as the answer came in
+    except DeadlineExceeded:  # also when it fires as the timer is disarmed, just as the answer came in
         return Verdict.TIMEOUT
-    finally:
-        signal.signal(signal.SIGALRM, previous)
 
 
-def _worker_main(conn, verify_fn: Callable[[str, str, float], Verdict], timeout_s: float) -> None:
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" warning: we time it
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
-    verify_one("$\\boxed{1}$", "1", 30.0)  # import sympy and warm math-verify's caches before saying ready
-    conn.send("ready")
-    try:
-        while (batch := conn.recv()) is not None:
-            for completion, gold in batch:
-                try:
-                    conn.send((verify_fn(completion, gold, timeout_s), None))
-                except Exception:
-                    conn.send((None, traceback.format_exc()))
-    except EOFError:  # the parent went away
-        pass
-
-
-class _Worker:
-    def __init__(self, ctx, verify_fn, timeout_s: float):
-        self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child_conn, verify_fn, timeout_s), daemon=True)
-        self.proc.start()
-        child_conn.close()
-        self.ready = False
-        self.todo: deque[int] = deque()  # indices of samples sent and not answered yet, in order
-        self.since = time.monotonic()  # start of the process, or of the sample todo[0]
-
-    def due(self, hard_limit_s: float) -> float:
-        return self.since + (hard_limit_s if self.ready else _STARTUP_S)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.join()
-        self.conn.close()
+def warm_math_worker() -> None:
+    """A verifier worker's start: quiet math-verify's "timeout disabled" warning (we time it), import sympy and
+    warm math-verify's caches."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    verify_one("$\\boxed{1}$", "1", 30.0)
 
 
 class MathVerifier:
@@ -272,7 +214,8 @@ class MathVerifier:
     With `fast_path` (the default), a sample that `fast_verdict` settles is not sent to a worker. Identical
     (completion, gold) pairs in one call are verified once (a low-entropy policy repeats itself);
     `last_sent` counts the samples the last call sent to workers.
-    `_verify_fn` (a picklable module-level function, default `verify_one`) is a hook for tests.
+    `verify_fn(completion, gold, timeout_s) -> Verdict` (picklable; default `verify_one`) is what the workers run
+    on each sample that needs them; the processes are `pool` (rlvr.reward.pool.WorkerPool).
     Not thread-safe: call `verify` from one thread at a time.
     """
 
@@ -283,28 +226,20 @@ class MathVerifier:
         max_chars: int = 10_000,
         fast_path: bool = True,
         require_boxed: bool = False,
-        _verify_fn: Callable[[str, str, float], Verdict] = verify_one,
+        verify_fn: Callable[[str, str, float], Verdict] = verify_one,
     ):
         if num_workers < 1 or timeout_s <= 0 or max_chars < 1:
             raise ValueError(f"bad num_workers={num_workers}, timeout_s={timeout_s} or max_chars={max_chars}")
         self.timeout_s, self.max_chars, self.fast_path = timeout_s, max_chars, fast_path
         self.require_boxed = require_boxed
-        self.hard_limit_s = timeout_s * 2 + 1
-        ctx = mp.get_context("spawn")
-        self._new_worker = lambda: _Worker(ctx, _verify_fn, timeout_s)
-        self._closed = False
         self.last_sent = 0
         self.last_box_too_long: list[bool] = []
-        self._workers = [self._new_worker() for _ in range(num_workers)]
-        try:
-            self.verify([], [])  # returns once every worker is ready
-        except BaseException:
-            self.close()
-            raise
+        self.pool = WorkerPool(verify_fn, num_workers, timeout_s, warmup=warm_math_worker, label="verifier")
+        self.hard_limit_s = self.pool.hard_limit_s
 
     def verify(self, completions: Sequence[str], golds: Sequence[str]) -> list[Verdict]:
         """Verdicts in input order."""
-        if self._closed:
+        if self.pool.closed:
             raise RuntimeError("MathVerifier is closed")
         if len(completions) != len(golds):
             raise ValueError(f"{len(completions)} completions but {len(golds)} golds")
@@ -318,73 +253,15 @@ class MathVerifier:
             Verdict.NO_ANSWER if c is None else (fast_verdict(c, g) if self.fast_path else None)
             for c, g in items
         ]
-        pending = deque(i for i, v in enumerate(results) if v is None)
+        pending = [i for i, v in enumerate(results) if v is None]
         self.last_sent = len(pending)
-        chunk = max(1, min(_MAX_CHUNK, math.ceil(len(pending) / (4 * len(self._workers)))))
-        try:
-            while pending or any(w.todo or not w.ready for w in self._workers):
-                for i, w in enumerate(self._workers):
-                    if w.ready and not w.todo and pending and not w.proc.is_alive():  # died while idle
-                        w.kill()
-                        w = self._workers[i] = self._new_worker()
-                    if w.ready and not w.todo and pending:
-                        w.todo.extend(pending.popleft() for _ in range(min(chunk, len(pending))))
-                        w.conn.send([items[j] for j in w.todo])
-                        w.since = time.monotonic()
-                waiting = [w for w in self._workers if w.todo or not w.ready]
-                first_due = min(w.due(self.hard_limit_s) for w in waiting)
-                readable = wait([w.conn for w in waiting], timeout=max(0.0, first_due - time.monotonic()))
-                for i, w in enumerate(self._workers):
-                    if w.conn in readable:
-                        self._receive(i, results, pending)
-                    elif w in waiting and time.monotonic() > w.due(self.hard_limit_s):
-                        self._fail(i, results, pending, "did not answer in time")
-        except BaseException:  # busy workers would answer this call's samples in the next call: replace them
-            for i, w in enumerate(self._workers):
-                if w.todo:
-                    w.kill()
-                    self._workers[i] = self._new_worker()
-            raise
+        for i, verdict in zip(pending, self.pool.map([items[i] for i in pending])):
+            results[i] = Verdict.TIMEOUT if verdict is None else verdict  # None: the worker was killed
         verdicts = dict(zip(items, results))
         return [verdicts[item] for item in given]  # type: ignore[misc]
 
-    def _receive(self, i: int, results: list, pending: deque) -> None:
-        w = self._workers[i]
-        try:
-            message = w.conn.recv()
-        except EOFError:
-            return self._fail(i, results, pending, f"died (exit code {w.proc.exitcode})")
-        if not w.ready:
-            w.ready = message == "ready"
-            return
-        verdict, error = message
-        if error is not None:
-            raise RuntimeError(f"verifier worker raised:\n{error}")
-        results[w.todo.popleft()] = verdict
-        w.since = time.monotonic()
-
-    def _fail(self, i: int, results: list, pending: deque, why: str) -> None:
-        w = self._workers[i]
-        if not w.ready:
-            raise RuntimeError(f"verifier worker {why} while starting")
-        logger.warning(
-            "verifier worker %d %s; sample %d is TIMEOUT, restarting it", w.proc.pid, why, w.todo[0]
-        )
-        results[w.todo.popleft()] = Verdict.TIMEOUT
-        pending.extendleft(reversed(w.todo))
-        w.kill()
-        self._workers[i] = self._new_worker()
-
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for w in self._workers:
-            with contextlib.suppress(OSError):  # already dead
-                w.conn.send(None)
-        for w in self._workers:
-            w.proc.join(timeout=1.0)
-            w.kill()
+        self.pool.close()
 
     def __enter__(self) -> MathVerifier:
         return self

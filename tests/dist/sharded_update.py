@@ -58,7 +58,7 @@ def one_update() -> tuple[Learner, dict]:
     learner = make_learner(
         build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
     )
-    metrics, _ = learner.update(rollout_batch(tokenizer, n=14, seed=1), seed=0)
+    metrics = learner.update(rollout_batch(tokenizer, n=14, seed=1), seed=0).metrics
     return learner, metrics
 
 
@@ -66,7 +66,7 @@ def after_reset(learner: Learner) -> tuple[dict, dict, dict]:
     """A ProRL reset (the reference := the policy; Adam's state cleared, as `settings()` asks), then one more
     update on another batch: its metrics, and the gathered weights and optimizer state after it."""
     learner.reset_reference()
-    metrics, _ = learner.update(rollout_batch(build_tokenizer(), n=14, seed=2), seed=1)
+    metrics = learner.update(rollout_batch(build_tokenizer(), n=14, seed=2), seed=1).metrics
     return metrics, *checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
 
 

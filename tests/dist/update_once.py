@@ -40,9 +40,10 @@ def main(out: str, loss_agg: str, pack: bool) -> None:
     learner_cfg = LearnerConfig(micro_batch_size=2, max_tokens_per_microbatch=24 if pack else None, pack=pack)
     learner = Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10, max_new_tokens=8)
     batch = rollout_batch(tokenizer, n=14, seed=1)
-    metrics, before = learner.update(batch, seed=0)
+    result = learner.update(batch, seed=0)
+    metrics = result.metrics
     if dist.is_main():
-        entropy = before["entropy"][batch.response_mask]
+        entropy = result.entropy[batch.response_mask]
         state = {k: v.detach().clone() for k, v in learner.unwrapped.state_dict().items()}
         torch.save(
             {
