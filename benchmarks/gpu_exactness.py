@@ -139,12 +139,18 @@ def check_packing(device: str, dtype: torch.dtype, attn: str) -> None:
         record(f"{tag}: B after A vs B after A' (leak)", rel(b_after(a), b_after(a2)), bound)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--attn", default="sdpa,eager,flash_attention_2")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     if args.device == "cuda":
         print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")

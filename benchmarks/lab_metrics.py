@@ -3,11 +3,19 @@
 python benchmarks/lab_metrics.py runs/lab clip/low_frac clip/high_frac kl/ref loss/policy
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 from rlvr.report.runs import load_runs
 from rlvr.report.seeds import group_by_setting
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", help="a sweep dir (rlvr-train -m ... hydra.sweep.dir=DIR)")
+    parser.add_argument("keys", nargs="+", metavar="KEY", help="metric keys of metrics.jsonl")
+    return parser
 
 
 def main(sweep: str, keys: list[str]) -> None:
@@ -23,4 +31,5 @@ def main(sweep: str, keys: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    args = build_parser().parse_args()
+    main(args.sweep, args.keys)

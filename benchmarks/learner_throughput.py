@@ -8,7 +8,8 @@ synthetic rollout batch, for randomly initialised Qwen2 models of named shapes.
 
 The model and the Learner are built as rlvr/trainer.py builds them: float32 weights, and for bfloat16 an
 accelerate Accelerator with bf16 mixed precision (autocast; the optimizer keeps fp32 master weights); the
-default algorithm (GRPO, one PPO epoch, one mini-batch, no KL reference), so an update is exactly one forward
+default algorithm (GRPO, one PPO epoch, one mini-batch, no KL reference; the batch is one group of --seqs
+answers, so any --seqs works), so an update is exactly one forward
 and one backward per sequence. The batch: --seqs rows of --prompt-len random prompt tokens and a random
 response of --response-len tokens (or of a length drawn uniformly from [--min-response-len, --response-len]),
 right-padded. Every LearnerConfig field is a flag (made from the dataclass, so new learner options appear here
@@ -47,7 +48,16 @@ from rollout_throughput import (  # benchmarks/ is on sys.path when this file ru
     random_qwen2,
 )
 
-from rlvr.config import AlgoConfig, ConfigError, LearnerConfig, ModelConfig, OptimConfig, RLVRConfig, validate
+from rlvr.config import (
+    AlgoConfig,
+    ConfigError,
+    DataConfig,
+    LearnerConfig,
+    ModelConfig,
+    OptimConfig,
+    RLVRConfig,
+    validate,
+)
 from rlvr.learner import Learner, RolloutBatch
 from rlvr.tiny_model import build_tokenizer
 
@@ -120,7 +130,7 @@ def time_updates(
         if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
-        metrics, _ = learner.update(batch, seed=i)
+        metrics = learner.update(batch, seed=i).metrics
         if cuda:
             torch.cuda.synchronize()
         if i >= warmup:
@@ -144,9 +154,13 @@ def add_learner_flags(parser: argparse.ArgumentParser) -> None:
 def learner_config(args, parser: argparse.ArgumentParser) -> LearnerConfig:
     """The LearnerConfig of the flags, checked by rlvr.config.validate (whose message names the key)."""
     cfg = LearnerConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LearnerConfig)})
+    # the batch is synthetic: a placeholder for the training rows validate requires of a run
+    rows = DataConfig(train_files=["<synthetic batch>"])
     try:
         validate(
-            RLVRConfig(model=ModelConfig(path="", builtin="tiny-addition", dtype=args.dtype), learner=cfg)
+            RLVRConfig(
+                model=ModelConfig(path="", builtin="tiny-addition", dtype=args.dtype), data=rows, learner=cfg
+            )
         )
     except ConfigError as e:
         parser.error(f"--{e.key.removeprefix('learner.').replace('_', '-')}: {e}")
@@ -157,7 +171,8 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="tiny,qwen2-24m", help=f"comma-separated, from {list(SHAPES)}")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -180,6 +195,11 @@ def main() -> None:
         "--peak-tflops", type=float, default=989.0, help="MFU denominator (H100 SXM bf16 dense)"
     )
     add_learner_flags(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     shapes = args.shapes.split(",")
     for s in shapes:
@@ -224,7 +244,8 @@ def main() -> None:
         learner = Learner(
             model,
             accelerator,
-            AlgoConfig(),
+            # the batch as one group: the learner takes whole groups, and --seqs need not be a multiple of G
+            AlgoConfig(group_size=args.seqs),
             OptimConfig(),
             learner_cfg,
             temperature=1.0,

@@ -95,7 +95,8 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vocab", type=int, default=151_936, help="V (default: Qwen2.5's)")
     p.add_argument("--hidden", type=int, default=896, help="H (default: Qwen2.5-0.5B's)")
@@ -110,6 +111,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, help="untimed passes first (default: 0 on cpu, 2 on cuda)")
     p.add_argument("--repeats", type=int, help="timed passes (default: 1 on cpu, 5 on cuda)")
     p.add_argument("--variant", help=argparse.SUPPRESS)  # set in the measuring subprocess
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     a = p.parse_args()
     if a.variant:  # the measuring subprocess: one variant, one token count, one chunk size
         a.tokens, a.chunk_size = a.tokens[0], a.chunk_size[0]

@@ -52,12 +52,18 @@ def _tokenizer(texts: list[str], vocab: int, where: Path):
     return where
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=17398)
     p.add_argument("--chars", type=int, default=400)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--seed", type=int, default=0, help="draws the prompts' words")
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
 
     from transformers import AutoTokenizer

@@ -78,10 +78,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/quickstart_seeds")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args, overrides = parser.parse_known_args()
     out = Path(args.out).resolve()
     cache = out / "cache"

@@ -130,7 +130,8 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
     parser.add_argument("--backends", default="vllm,hf")
@@ -140,6 +141,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="generated tokens per completion (forced)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both backends")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per backend (median reported)")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs to stdout; keep the table readable
     models, backends = args.models.split(","), args.backends.split(",")

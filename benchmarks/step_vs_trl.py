@@ -318,7 +318,8 @@ def report(runs: dict[str, list[dict]], w: Workload, warmup: int, sides: list[st
         print(f"| {s} | {mean['step_s']:.3f} | {parts} | {other:.3f} |")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="each round runs every side once")
     parser.add_argument("--steps", type=int, default=15, help="RL steps per run, warm-up included")
@@ -346,6 +347,11 @@ def main() -> None:
     parser.add_argument("--idle-timeout", type=float, default=120, help="most seconds to wait for idle CPUs")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     w = Workload(
         args.prompts,

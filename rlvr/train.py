@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr import checkpoint, run_dir
 from rlvr import distributed as dist
-from rlvr.config import RLVRConfig, register_configs
+from rlvr import overrides as overrides_mod
+from rlvr.config import RLVRConfig, register_configs, validate
 from rlvr.errors import ERROR_FILENAME, CheckpointSaveError, ConfigError, DataError, RunDirBusy, RunDiverged
 
 log = logging.getLogger("rlvr")
@@ -56,7 +57,7 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
                 _record_failure(out, None)
             print(f"rlvr-train: error: {e}", file=sys.stderr)
             sys.exit(status)
-        _record_failure(out, f"sweep job {hydra_cfg.job.num}: {e}")
+        _record_failure(out, f"sweep job {hydra_cfg.job.num}: {e}", list(hydra_cfg.overrides.task))
         raise  # Hydra goes on with the next job, and at the end exits with status 1 naming the first failure
     except Exception as e:
         _record_failure(out, f"sweep job {hydra_cfg.job.num} failed: {e!r}" if sweep else None)
@@ -133,20 +134,55 @@ def _held_log(enabled: bool = True):
             handler.close()
 
 
-def _record_failure(out: Path, say: str | None) -> None:
+def _record_failure(out: Path, say: str | None, overrides: list[str] | None = None) -> None:
     """error.txt in the run dir (rlvr-report marks the run as failed) and, in a sweep, a line on stderr for
-    every failed job: Hydra's message at the end of the sweep names only the first."""
+    every failed job: Hydra's message at the end of the sweep names only the first. A sweep job refused
+    before it wrote its overrides (a value that fails validation) writes them now: rlvr-report labels every
+    job of the sweep by its swept values, the failed one included."""
     try:
         if out.is_dir():
             (out / ERROR_FILENAME).write_text(traceback.format_exc())
+            if overrides is not None and not (out / ".hydra" / "overrides.yaml").is_file():
+                run_dir.write_overrides(out, overrides)
     except OSError:  # a full disk: the message on stderr is what is left
         pass
     if say is not None:
         print(f"rlvr-train: error: {say} (traceback in {out / ERROR_FILENAME})", file=sys.stderr)
 
 
+def compose(overrides: list[str], check: bool = True) -> RLVRConfig:
+    """The typed config `rlvr-train OVERRIDES` would train with, composed as Hydra composes it, without
+    training (the docs test runs every documented command through it): unknown keys refused as rlvr-train
+    refuses them, then the schema's types, then `rlvr.config.validate` unless `check` is false."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    overrides_mod.check(overrides, CONFIG_DIR)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        dict_cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    cfg: RLVRConfig = OmegaConf.to_object(dict_cfg)
+    if check:
+        validate(cfg)
+    return cfg
+
+
+def _refuse_unknown_keys(argv: list[str]) -> None:
+    """Exit 2 with one line before Hydra runs when an override names a key the schema lacks (even with `+`,
+    which Hydra would add in silence)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    try:
+        overrides_mod.check(args.overrides, CONFIG_DIR)
+    except ConfigError as e:
+        print(f"rlvr-train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     register_configs()
+    _refuse_unknown_keys(sys.argv[1:])
     _hydra_main()
     dist.exit_launched_rank()  # a finished rank of a multi-process run exits 0, past finalization's aborts
 

@@ -12,7 +12,9 @@ import os
 
 from rlvr.tiny_model import TASKS, build_tiny_assets
 
-if __name__ == "__main__":
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="tiny-addition")
     parser.add_argument("--out", help="default: $RLVR_CACHE_DIR/<task>")
@@ -22,6 +24,11 @@ if __name__ == "__main__":
     parser.add_argument("--target-accuracy", type=float, help="default: the task's")
     parser.add_argument("--max-sft-steps", type=int, help="default: the task's")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+if __name__ == "__main__":
+    parser = build_parser()
     args = parser.parse_args()
     task = TASKS[args.task]
     out = (

@@ -95,4 +95,55 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(dirs):
     ]
     for job in jobs[:2]:
         assert "ConfigError: algo.clip.eps_high" in (job / "error.txt").read_text()
+    # refused by validation, each job still keeps its overrides: rlvr-report labels it by its swept value
+    assert (jobs[0] / ".hydra" / "overrides.yaml").read_text().splitlines() == [
+        "- algo.clip.eps_low=0.3",
+        "- algo.clip.eps_high=0.1",
+    ]
+    from rlvr.report.runs import load_runs, swept_keys
+
+    runs = load_runs([sweep])
+    assert [r.overrides.get("algo.clip.eps_high") for r in runs] == ["0.1", "0.2"]
+    assert swept_keys(runs) == ["algo.clip.eps_high"]
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "override", ["algo.clip.eps_hihg=0.3", "+algo.clip.eps_hihg=0.3", "++algo.clip.eps_hihg=0.3"]
+)
+def test_a_mistyped_key_is_refused_even_with_plus(dirs, override):
+    """Hydra advises `+` for a key it does not know, and with `+` it would add the typo and train with eps_high
+    unchanged: both forms stop with one line naming the key and the nearest real one."""
+    work, cache = dirs
+    proc, seconds = _run([override, f"trainer.output_dir={work / 'run'}"], work, cache)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["rlvr-train: error: algo.clip.eps_hihg: no such key; did you mean algo.clip.eps_high?"]
+    assert not (work / "run").exists()
+    assert list(cache.iterdir()) == []
+    assert seconds < 60
+
+
+def test_accelerate_configs_are_not_a_config_group(dirs):
+    work, cache = dirs
+    proc, _ = _run(["accelerate=ddp"], work, cache)
+    assert proc.returncode == 2, proc.stderr
+    assert _last_line(proc.stderr).startswith(
+        "rlvr-train: error: accelerate: configs/accelerate/ holds `accelerate launch --config_file` files"
+    )
+    helped = subprocess.run([str(RLVR_TRAIN), "--help"], capture_output=True, text=True, timeout=120)
+    assert "accelerate: not a config group" in helped.stdout, helped.stdout
+
+
+def test_a_job_without_overrides_keeps_the_swept_column(tmp_path):
+    """A sweep from before failed jobs wrote their overrides: the others' swept values still label the table."""
+    from rlvr.report.runs import load_runs, swept_keys, value_of
+
+    for name, eps in (("0_a", "0.2"), ("1_b", "0.28")):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"- algo.clip.eps_high={eps}\n")
+    (tmp_path / "2_c").mkdir()
+    (tmp_path / "2_c" / "error.txt").write_text("Traceback ...\n")
+    runs = load_runs([tmp_path])
+    assert swept_keys(runs) == ["algo.clip.eps_high"]
+    assert [value_of(r, "algo.clip.eps_high") for r in runs] == ["0.2", "0.28", "n/a"]

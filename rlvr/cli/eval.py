@@ -34,8 +34,30 @@ def _model_dir(model: str, revision: str | None) -> Path:
     return Path(resolve_model(model, revision, "MODEL"))
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rlvr-eval", description=__doc__.splitlines()[0])
+# vLLM's sizing flags and their defaults: given on the command line, they choose --backend vllm
+VLLM_FLAGS = {"gpu_memory_utilization": 0.3, "tensor_parallel_size": 1, "max_model_len": None}
+
+
+class _EvalParser(argparse.ArgumentParser):
+    """Parses as argparse does, then settles the backend: a vLLM flag implies --backend vllm, and is refused
+    with --backend hf (which would ignore it)."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns = super().parse_args(args, namespace)
+        given = [k for k in VLLM_FLAGS if getattr(ns, k) is not None]
+        if given and ns.backend == "hf":
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            self.error(f"{flags}: vLLM's sizing, which --backend hf ignores; use --backend vllm or drop them")
+        if ns.backend is None:
+            ns.backend = "vllm" if given else "hf"
+        for key, default in VLLM_FLAGS.items():
+            if getattr(ns, key) is None:
+                setattr(ns, key, default)
+        return ns
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _EvalParser(prog="rlvr-eval", description=__doc__.splitlines()[0])
     p.add_argument("model", help="checkpoint dir (checkpoints/step_N), Hugging Face model dir, or hub id")
     p.add_argument("--revision", default=None, help="a hub id's branch, tag or commit")
     source = p.add_mutually_exclusive_group(required=True)
@@ -45,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--k", type=int, nargs="+", default=[1])
     p.add_argument("--n", type=int, default=None, help="samples per prompt (default max k)")
-    p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    p.add_argument(
+        "--backend", choices=("hf", "vllm"), default=None, help="default hf; vllm when a vLLM flag is given"
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=1024)
@@ -61,15 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
     p.add_argument("--max-prompt-tokens", type=int, default=4096)
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.3, help="vLLM: share of GPU memory")
-    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
-    p.add_argument(
-        "--max-model-len", type=int, default=None, help="vLLM: context length (default the model's)"
-    )
+    p.add_argument("--gpu-memory-utilization", type=float, help="vLLM: share of GPU memory (default 0.3)")
+    p.add_argument("--tensor-parallel-size", type=int, help="vLLM: GPUs per model (default 1)")
+    p.add_argument("--max-model-len", type=int, help="vLLM: context length (default the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout-s", type=float, default=5.0, help="verification time limit per sample")
     p.add_argument("--out", type=Path, default=None, help="a directory for the results and the samples")
     return p
+
+
+_parser = build_parser  # the former name (tests/test_byo.py)
 
 
 def _config(args, model_dir: Path) -> RLVRConfig:
@@ -115,7 +140,7 @@ def _config(args, model_dir: Path) -> RLVRConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _parser()
+    p = build_parser()
     args = p.parse_args(argv)
     n = args.n or max(args.k)
     if n < max(args.k):

@@ -40,10 +40,16 @@ def export(source: Path, out: Path) -> Path:
     return policy
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     p = argparse.ArgumentParser(prog="rlvr-export", description=__doc__.splitlines()[0])
     p.add_argument("source", type=Path, help="a checkpoint dir (checkpoints/step_N) or a run dir")
     p.add_argument("out", type=Path, help="new directory for the Hugging Face model")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         policy = export(args.source, args.out)

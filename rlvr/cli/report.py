@@ -165,7 +165,8 @@ def write_report(runs: Sequence[Run], out_dir: Path) -> list[Path]:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(
         prog="rlvr-report",
         description="Plot and summarize rlvr runs (several runs, e.g. those of a sweep dir, are overlaid).",
@@ -177,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run directory with metrics.jsonl, or a directory with run dirs below it (e.g. a sweep)",
     )
     parser.add_argument("--out", default=None, help="output directory (default: <first RUN_DIR>/report)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         runs = load_runs(args.run_dirs)

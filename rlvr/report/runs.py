@@ -224,16 +224,17 @@ def _as_text(value: Any) -> str:
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:
-    """The keys whose values differ between runs: the keys of each run's overrides, in the order they were
-    typed, if every run has them, else every key of the configs."""
+    """The keys whose values differ between runs: the keys of the runs' overrides, in the order they were
+    typed, if any run has them (one without, e.g. a job that died before writing anything, shows n/a rather
+    than costing the whole table its column), else every key of the configs."""
     if len(runs) < 2:
         return []
-    by_overrides = all(r.overrides is not None for r in runs)
+    by_overrides = any(r.overrides is not None for r in runs)
     if not by_overrides and not all(r.config is not None for r in runs):
         return []
     keys: dict[str, None] = {}
     for r in runs:
-        keys.update(dict.fromkeys(r.overrides if by_overrides else r.config))
+        keys.update(dict.fromkeys((r.overrides or {}) if by_overrides else r.config))
     return [k for k in keys if k not in _NOT_SWEPT and len({value_of(r, k) for r in runs}) > 1]
 
 
