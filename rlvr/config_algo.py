@@ -1,6 +1,7 @@
-"""The algorithm's config (the `algo` section: clip, KL, entropy mask, Clip-Cov / KL-Cov, DAPO's dynamic
-sampling and overlong shaping), each dataclass followed by its validator. Re-exported by rlvr.config, whose
-`validate` calls `check_algo` and then the rules between algo and the other sections."""
+"""The algorithm's config (the `algo` section: clip, KL, entropy mask, Clip-Cov / KL-Cov, the entropy
+regulariser, DAPO's dynamic sampling and overlong shaping), each dataclass followed by its validator.
+Re-exported by rlvr.config, whose `validate` calls `check_algo` and then the rules between algo and the other
+sections."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ class ClipConfig:
 
 
 def check_clip(c: ClipConfig) -> None:
-    """algo.clip: 0 <= eps_low < 1, eps_high >= eps_low, dual_c > 1 or null."""
-    require(0 <= c.eps_low < 1, "algo.clip.eps_low", f"must be in [0, 1), got {c.eps_low}")
+    """algo.clip: 0 <= eps_low <= 1 (1: the ratio's lower bound 0 never binds, as the Clip-Cov authors' scripts
+    run), eps_high >= eps_low, dual_c > 1 or null."""
+    require(0 <= c.eps_low <= 1, "algo.clip.eps_low", f"must be in [0, 1], got {c.eps_low}")
     require(
         c.eps_high >= c.eps_low,
         "algo.clip.eps_high",
@@ -108,6 +110,40 @@ def check_cov(c: CovConfig) -> None:
 
 
 @dataclass
+class EntropyRegConfig:
+    """An entropy regulariser: loss = policy loss - coef * H, H the token entropy aggregated with algo.loss_agg's
+    token weights. Off (the default) while coef is 0 and target null."""
+
+    coef: float = 0.0  # the fixed bonus (verl's entropy_coeff); with a target, the starting coefficient
+    # Skywork-OR1's adaptive entropy control: after each step, coef moves by `step` up while the batch's mean
+    # entropy is below `target`, down otherwise, within [0, max_coef]; it applies only while below the target
+    target: float | None = None
+    step: float = 1.0e-4  # Skywork-OR1's delta
+    max_coef: float = 5.0e-3  # Skywork-OR1's
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the regulariser is on: a coefficient, or a target to steer one toward."""
+        return self.coef > 0 or self.target is not None
+
+
+def check_entropy_reg(r: EntropyRegConfig) -> None:
+    """algo.entropy_reg: coef >= 0; with a target (> 0), step > 0 and 0 <= coef <= max_coef."""
+    require(r.coef >= 0, "algo.entropy_reg.coef", f"must be >= 0, got {r.coef}")
+    if r.target is None:
+        return
+    require(r.target > 0, "algo.entropy_reg.target", f"must be > 0 (nats) or null, got {r.target}")
+    require(
+        r.step > 0, "algo.entropy_reg.step", f"must be > 0 with algo.entropy_reg.target set, got {r.step}"
+    )
+    require(
+        r.max_coef >= r.coef,
+        "algo.entropy_reg.max_coef",
+        f"must be >= algo.entropy_reg.coef ({r.coef}), the starting coefficient, got {r.max_coef}",
+    )
+
+
+@dataclass
 class DynamicSamplingConfig:
     enabled: bool = False
     max_rounds: int = 3  # extra sampling rounds to refill the batch with groups that carry signal
@@ -153,6 +189,7 @@ class AlgoConfig:
     kl: KLConfig = field(default_factory=KLConfig)
     entropy_mask: EntropyMaskConfig = field(default_factory=EntropyMaskConfig)
     cov: CovConfig = field(default_factory=CovConfig)
+    entropy_reg: EntropyRegConfig = field(default_factory=EntropyRegConfig)
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = field(default_factory=OverlongConfig)
 
@@ -174,6 +211,7 @@ def check_algo(a: AlgoConfig) -> None:
     check_kl(a.kl)
     check_cov(a.cov)
     check_entropy_mask(a.entropy_mask)
+    check_entropy_reg(a.entropy_reg)
     check_dynamic_sampling(a.dynamic_sampling)
     check_overlong(a.overlong)
     # mini-batches hold whole groups: a group's advantages, and Clip-Cov's token counts, belong together

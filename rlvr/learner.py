@@ -23,7 +23,9 @@ from rlvr import algo, checkpoint, zero3
 from rlvr import distributed as dist
 from rlvr.batch import RolloutBatch
 from rlvr.config import AlgoConfig, LearnerConfig, OptimConfig
-from rlvr.logprob import chunked_logp_entropy
+
+# re-exported: these lived here before moving beside the chunked Function they call; users and tests import them
+from rlvr.logprob import ResponseLogprobs, response_logp_entropy  # noqa: F401
 
 # re-exported: these lived here before rlvr.microbatch, and users, tests and benchmarks import them from here
 from rlvr.microbatch import (  # noqa: F401
@@ -38,61 +40,28 @@ from rlvr.microbatch import (  # noqa: F401
     split_micro_batches,
     unpack_rows,
 )
-from rlvr.objectives import build_objective
+from rlvr.objectives import build_entropy_reg, build_objective
 
 
-def response_logp_entropy(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    response_mask: torch.Tensor,
-    temperature: float,
-    chunk_size: int,
-    position_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask, response_mask, position_ids: [n, L]. Returns (logp, entropy): [n, L] float32,
-    aligned with input_ids, zero outside response_mask. Logits are scaled by 1/temperature, so logp is the
-    log-probability under the sampling distribution. Gradient flows into logp only. Packed rows (`pack_rows`):
-    attention_mask None and position_ids restarting at 0 for each sequence, from which transformers builds
-    attention that keeps every sequence to itself."""
-    body, head = model.get_decoder(), model.get_output_embeddings()
-    # no KV cache: transformers only reads packed-sequence boundaries from position_ids when there is none
-    out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    hidden = out.last_hidden_state
-    predicts = response_mask[:, 1:]  # hidden at t-1 predicts token t
-    h = hidden[:, :-1][predicts]
-    labels = input_ids[:, 1:][predicts]
-    token_logp, token_entropy = chunked_logp_entropy(h, head.weight, labels, temperature, chunk_size)
-    logp = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    entropy = torch.zeros_like(logp)
-    logp[:, 1:][predicts] = token_logp
-    entropy[:, 1:][predicts] = token_entropy
-    return logp, entropy
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off for good, as TRL's `disable_dropout_in_model`, without eval mode (transformers applies gradient
+    checkpointing only in train mode, which the learner's forwards run in): every dropout module's p, every float
+    `*dropout*` attribute that a functional dropout reads (Qwen2's attention_dropout, copied from the config when
+    the layer was built) and the model config's `*dropout*` fields set to 0. With dropout on, the pre-pass, each
+    mini-batch's forward and the reference draw different masks: the ratio leaves 1 before any update, pi_old is
+    noisy and the KL to an identical reference is not 0."""
 
+    def zero(obj) -> None:
+        for name, value in list(vars(obj).items()):
+            if "dropout" in name and isinstance(value, (float, int)) and not isinstance(value, bool):
+                setattr(obj, name, 0.0)
 
-class ResponseLogprobs(torch.nn.Module):
-    """A policy whose forward is `response_logp_entropy`: the whole computation, LM head included, runs inside
-    one module call, which is what DDP (gradient all-reduce) and FSDP (unsharding the head and embeddings for
-    the call) hook into."""
-
-    def __init__(self, policy: torch.nn.Module, temperature: float, chunk_size: int):
-        super().__init__()
-        self.policy = policy
-        # the transformer blocks accelerate's FSDP auto-wrap shards one by one (else the whole model is one unit)
-        self._no_split_modules = getattr(policy, "_no_split_modules", None)
-        self.temperature = temperature
-        self.chunk_size = chunk_size
-
-    def forward(self, input_ids, attention_mask, response_mask, position_ids=None):
-        return response_logp_entropy(
-            self.policy,
-            input_ids,
-            attention_mask,
-            response_mask,
-            self.temperature,
-            self.chunk_size,
-            position_ids,
-        )
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        zero(module)
+        if getattr(module, "config", None) is not None:
+            zero(module.config)
 
 
 @dataclass
@@ -100,7 +69,7 @@ class UpdateResult:
     """What `Learner.update` returns.
 
     metrics: the update's learner metrics (loss/policy, clip/*, grad/norm, lr, learner/*, timing, throughput, and
-    kl/ref, rollout/tis_*, cov/* where those are on).
+    kl/ref with kl/grad_share, rollout/tis_*, cov/*, entropy_reg/coef with loss/entropy where those are on).
     logp, entropy: [N, L] float32 on the learner's device, aligned with the batch's input_ids and zero outside its
     response mask: each response token's log-probability (at the sampling temperature) and the entropy of its
     distribution under the policy before the update (pi_old), every rank's rows filled.
@@ -118,6 +87,7 @@ class _RankSums:
 
     loss_policy: float = 0.0  # each optimizer step's policy loss / the update's steps
     kl_ref: float = 0.0  # each step's KL to the reference / the update's steps
+    entropy: float = 0.0  # each step's aggregated entropy (the regulariser's H) / the update's steps
     clip_low: float = 0.0
     clip_high: float = 0.0
     clip_dual: float = 0.0
@@ -140,6 +110,8 @@ class _Tally:
     cov_selected: float = 0.0
     grad_norms: list[float] = field(default_factory=list)  # of the optimizer steps taken
     nonfinite: int = 0  # optimizer steps skipped for a non-finite gradient
+    # per optimizer step, this rank's squared norms of the policy and KL terms' gradients to the tokens' log-probs
+    grad_sq: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -188,6 +160,9 @@ class Learner:
         self.temperature = temperature
         # the policy-gradient tokens and loss (entropy mask, PPO clip / Clip-Cov / KL-Cov), chosen once
         self.objective = build_objective(algo_cfg)
+        self.entropy_reg = build_entropy_reg(algo_cfg.entropy_reg)  # None: off
+        # before the reference is copied from it: neither has dropout
+        disable_dropout(model)
         optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=optim.lr,
@@ -203,7 +178,9 @@ class Learner:
         if algo_cfg.kl.coef > 0:
             reference = zero3.whole_copy(model) if zero3.is_zero3(model) else copy.deepcopy(model)
             self.reference = reference.eval().requires_grad_(False)
-        policy = ResponseLogprobs(model, temperature, learner.logprob_chunk_size)
+        policy = ResponseLogprobs(
+            model, temperature, learner.logprob_chunk_size, entropy_grad=self.entropy_reg is not None
+        )
         self.deepspeed = getattr(accelerator.distributed_type, "value", None) == "DEEPSPEED"
         if self.deepspeed:
             zero3.configure(accelerator, optim.max_grad_norm)
@@ -244,6 +221,16 @@ class Learner:
         checkpoint.load_optimizer_state(self.unwrapped, self.optimizer, optimizer_state)
         if self.sharding == "ZeRO-3":
             zero3.load_master_weights(self.unwrapped, policy_dir)
+
+    def entropy_reg_state(self) -> dict | None:
+        """The adaptive entropy coefficient's state for a checkpoint (None while the regulariser is off)."""
+        return self.entropy_reg.state_dict() if self.entropy_reg is not None else None
+
+    def load_entropy_reg_state(self, state: dict | None) -> None:
+        """Resume the coefficient from `entropy_reg_state`; none saved (the regulariser was off then, or an older
+        checkpoint): it starts from algo.entropy_reg.coef."""
+        if self.entropy_reg is not None and state:
+            self.entropy_reg.load_state_dict(state)
 
     def reset_reference(self) -> None:
         """ProRL hard reset: the reference becomes the current policy (and optionally Adam's moments restart)."""
@@ -330,6 +317,7 @@ class Learner:
         self.model.train()
         prep = self._prepare(batch)
         tally = _Tally()
+        entropy_coef = self.entropy_reg.used if self.entropy_reg is not None else None
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         for epoch in range(self.algo.ppo_epochs):
             for j in range(len(prep.minibatches)):
@@ -342,7 +330,13 @@ class Learner:
             logp, entropy = dist.all_reduce_sum_(prep.fused_logp), dist.all_reduce_sum_(prep.fused_entropy)
         else:
             logp, entropy = prep.old_logp, prep.entropy
-        return UpdateResult(self._metrics(batch, prep, tally, sums, lr, started), logp, entropy)
+        metrics = self._metrics(batch, prep, tally, sums, lr, started)
+        if self.entropy_reg is not None:
+            metrics["entropy_reg/coef"] = entropy_coef
+            metrics["loss/entropy"] = sums.entropy
+            # the adaptive coefficient of the next step follows this batch's mean token entropy under pi_old
+            self.entropy_reg.observe(entropy.double().sum().item() / max(int(prep.resp.sum()), 1))
+        return UpdateResult(metrics, logp, entropy)
 
     def _prepare(self, batch: RolloutBatch) -> _Prepared:
         """What every optimizer step of the update reads: mini-batches and their micro-batches, loss weights, the
@@ -400,6 +394,8 @@ class Learner:
         if self.objective.policy_loss.selects:
             selected = self._select(batch, prep, mb, first, generator)
             tally.cov_selected += int(selected.sum())
+        if prep.ref_logp is not None:
+            tally.grad_sq.append([0.0, 0.0])
         world = dist.world_size()
         mine = split_micro_batches(plan, dist.rank(), world)
         for k, micro in enumerate(mine):
@@ -410,7 +406,7 @@ class Learner:
                     logp, _ = self._forward(self.model, batch, mb[flat(plan[0])], [len(r) for r in plan[0]])
                     self.accelerator.backward(logp.sum() * 0.0)
                     continue
-                loss = self._micro_batch_loss(batch, prep, mb, micro, w_pg, w_kl, selected, tally.sums)
+                loss = self._micro_batch_loss(batch, prep, mb, micro, w_pg, w_kl, selected, tally)
                 # the ranks' gradients are averaged: scaled by the world size they sum to the batch's
                 self.accelerator.backward(loss * world)
         norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.optim_cfg.max_grad_norm))
@@ -436,14 +432,16 @@ class Learner:
             current, prep.old_logp[mb], prep.adv[mb], prep.pg_mask[mb], generator
         )
 
-    def _micro_batch_loss(self, batch, prep: _Prepared, mb, micro, w_pg, w_kl, selected, sums: _RankSums):
+    def _micro_batch_loss(self, batch, prep: _Prepared, mb, micro, w_pg, w_kl, selected, tally: _Tally):
         """The loss of one micro-batch (`micro`, indices into the mini-batch `mb`) to backward: its share of the
-        mini-batch's policy loss (weights w_pg [len(mb), L]) and KL to the reference (w_kl), adding to `sums`."""
+        mini-batch's policy loss (weights w_pg [len(mb), L]), entropy bonus and KL to the reference (both w_kl),
+        adding to `tally`."""
+        sums = tally.sums
         rows = flat(micro)
         idx = mb[rows]
         logp, ent = self._forward(self.model, batch, idx, [len(r) for r in micro])
         if prep.old_logp is None:  # no pre-pass: this forward is the policy before the update
-            prep.fused_logp[idx], prep.fused_entropy[idx] = logp.detach(), ent
+            prep.fused_logp[idx], prep.fused_entropy[idx] = logp.detach(), ent.detach()
         old = logp.detach() if prep.old_logp is None else prep.old_logp[idx]
         sel = None if selected is None else selected[rows]
         policy_loss = self.objective.policy_loss
@@ -455,31 +453,40 @@ class Learner:
             pg = pg * tis
             sums.tis_weight += tis[m].sum().item()
             sums.tis_capped += (tis[m] == self.tis_cap).sum().item()
-        loss = (pg * w_pg[rows]).sum()
+        pg_loss = loss = (pg * w_pg[rows]).sum()
         # logged: the mean over the optimizer steps of each step's loss
         sums.loss_policy += loss.item() / prep.n_updates
         sums.clip_low += (info["clipped_low"] & m).sum().item()
         sums.clip_high += (info["clipped_high"] & m).sum().item()
         sums.clip_dual += (info["dual_clipped"] & m).sum().item()
+        if self.entropy_reg is not None:  # the bonus on every response token, aggregated as the policy loss
+            entropy = (ent * w_kl[rows]).sum()
+            loss = loss - self.entropy_reg.used * entropy
+            sums.entropy += entropy.item() / prep.n_updates
         if prep.ref_logp is not None:
             kl = algo.kl_penalty(logp, prep.ref_logp[idx], self.algo.kl.estimator)
             kl_loss = (kl * w_kl[rows]).sum()
-            loss = loss + self.algo.kl.coef * kl_loss
+            kl_term = self.algo.kl.coef * kl_loss
+            loss = loss + kl_term
             sums.kl_ref += kl_loss.item() / prep.n_updates
+            _add_grad_sq(tally.grad_sq[-1], logp, pg_loss, kl_term)
         return loss
 
     def _metrics(self, batch, prep: _Prepared, tally: _Tally, sums: _RankSums, lr: float, started: float):
-        """The update's metrics from its counters (`sums` all-reduced). Fractions are per policy-gradient token
-        and epoch."""
+        """The update's metrics from its counters (`sums` all-reduced). The clip and Clip-Cov/KL-Cov selection
+        fractions count tokens that carry the policy gradient, per response token and epoch: under the
+        forking-token mask the same absolute rate reads the same as without it. TIS's are per policy-gradient
+        token."""
         a = self.algo
         n_pg = max(int(prep.pg_mask.sum()) * a.ppo_epochs, 1)
         n_tokens = int(prep.resp.sum())
+        n_all = max(n_tokens * a.ppo_epochs, 1)
         grad_norms = tally.grad_norms
         metrics = {
             "loss/policy": sums.loss_policy,
-            "clip/low_frac": sums.clip_low / n_pg,
-            "clip/high_frac": sums.clip_high / n_pg,
-            "clip/dual_frac": sums.clip_dual / n_pg,
+            "clip/low_frac": sums.clip_low / n_all,
+            "clip/high_frac": sums.clip_high / n_all,
+            "clip/dual_frac": sums.clip_dual / n_all,
             "grad/norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
             "learner/nonfinite_steps": tally.nonfinite,
             "lr": lr,
@@ -490,15 +497,42 @@ class Learner:
         }
         if prep.ref_logp is not None:
             metrics["kl/ref"] = sums.kl_ref
+            metrics["kl/grad_share"] = kl_grad_share(tally.grad_sq, self.accelerator.device)
         if self.tis_cap is not None:
             metrics["rollout/tis_weight_mean"] = sums.tis_weight / n_pg
             metrics["rollout/tis_clip_frac"] = sums.tis_capped / n_pg
         # the selection counts are every rank's already
-        metrics.update(self.objective.policy_loss.metrics(tally.cov_selected, sums.cov_kl_abs, n_pg))
+        metrics.update(self.objective.policy_loss.metrics(tally.cov_selected, sums.cov_kl_abs, n_all))
         metrics["throughput/learner_tokens_per_s"] = (
             int(batch.attention_mask.sum()) * a.ppo_epochs / metrics["timing/learner_s"]
         )
         return metrics
+
+
+def _add_grad_sq(acc: list[float], logp: Tensor, pg_loss: Tensor, kl_term: Tensor) -> None:
+    """Adds to acc = [policy, KL] the squared norms of d pg_loss / d logp and d kl_term / d logp (logp [n, L] the
+    micro-batch's, with grad; kl_term = beta * its KL loss). Micro-batches hold disjoint tokens, so their squares
+    add up to the mini-batch's. At the log-prob level: through the model both follow the same chain rule
+    (d/dtheta = d/dlogp . dlogp/dtheta), so this is the share each term asks of the model, without a backward
+    through it; the ratio of the parameter gradients' norms differs by the model's Jacobian. autograd.grad only
+    reads the graph (retain_graph): the backward that follows computes the same numbers."""
+    for k, term in enumerate((pg_loss, kl_term)):
+        if not term.requires_grad:
+            continue
+        (g,) = torch.autograd.grad(term, logp, retain_graph=True, allow_unused=True)
+        if g is not None:
+            acc[k] += g.double().square().sum().item()
+
+
+def kl_grad_share(grad_sq: list[list[float]], device: torch.device) -> float:
+    """kl/grad_share: per optimizer step ||d(beta KL)/d logp|| / ||d PG/d logp|| over its mini-batch (`grad_sq`:
+    each step's [policy, KL] squared norms, this rank's, all-reduced here: a collective every rank joins), averaged
+    over the steps whose ratio is finite (NaN if none: no policy gradient at all)."""
+    if not grad_sq:
+        return float("nan")
+    totals = dist.all_reduce_sum_(torch.tensor(grad_sq, dtype=torch.float64, device=device)).tolist()
+    ratios = [math.sqrt(kl) / math.sqrt(pg) for pg, kl in totals if pg > 0 and math.isfinite(kl / pg)]
+    return sum(ratios) / len(ratios) if ratios else float("nan")
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:

@@ -6,6 +6,9 @@ Two independent choices:
 - the per-token policy loss (`PolicyLoss`): the PPO clip (with clip-higher and dual clip), Clip-Cov or KL-Cov
   (`algo.cov.mode`).
 
+Beside them, the entropy regulariser (`algo.entropy_reg`, `build_entropy_reg`): a bonus on the token entropy, whose
+coefficient is fixed or steered toward a target entropy; the adaptive coefficient is the update's only state.
+
 The arithmetic is the pure functions of `rlvr.algo`; these classes only bind their config and tell the learner
 what each variant needs (a pre-pass, a token selection per mini-batch, its own metrics). Tensors are [n, L]:
 n sequences of the batch (or of a mini-batch), L the batch's padded width.
@@ -21,6 +24,7 @@ from torch import Tensor
 
 from rlvr import algo
 from rlvr.config import AlgoConfig, ClipConfig, CovConfig
+from rlvr.config_algo import EntropyRegConfig
 from rlvr.errors import ConfigError
 
 
@@ -75,8 +79,8 @@ class PPOClip:
         """The KL-Cov penalty's |logp - old| summed over the selected tokens; no penalty here: 0."""
         return 0.0
 
-    def metrics(self, selected: float, abs_kl: float, n_pg: int) -> dict[str, float]:
-        """Metrics of this variant from the update's totals: none."""
+    def metrics(self, selected: float, abs_kl: float, n_tokens: int) -> dict[str, float]:
+        """Metrics of this variant from the update's totals (n_tokens: response tokens x epochs): none."""
         return {}
 
 
@@ -106,9 +110,10 @@ class _CovSelection(PPOClip):
         """The selected tokens bool [n, L] given their covariances cov [n, L] (each variant its own rule)."""
         raise NotImplementedError
 
-    def metrics(self, selected: float, abs_kl: float, n_pg: int) -> dict[str, float]:
-        """cov/selected_frac: selected tokens per policy-gradient token, over the update's steps."""
-        return {"cov/selected_frac": selected / n_pg}
+    def metrics(self, selected: float, abs_kl: float, n_tokens: int) -> dict[str, float]:
+        """cov/selected_frac: selected tokens per response token (of every epoch), over the update's steps: the
+        same absolute rate reads the same with or without the forking-token mask."""
+        return {"cov/selected_frac": selected / n_tokens}
 
 
 @dataclass(frozen=True)
@@ -150,9 +155,9 @@ class KLCov(_CovSelection):
         """|logp - old| summed over the selected tokens."""
         return info["abs_kl"][selected].sum().item()
 
-    def metrics(self, selected: float, abs_kl: float, n_pg: int) -> dict[str, float]:
+    def metrics(self, selected: float, abs_kl: float, n_tokens: int) -> dict[str, float]:
         """cov/selected_frac, and cov/kl_abs_mean: the penalty's mean |logp - old| per selected token."""
-        return {**super().metrics(selected, abs_kl, n_pg), "cov/kl_abs_mean": abs_kl / max(selected, 1)}
+        return {**super().metrics(selected, abs_kl, n_tokens), "cov/kl_abs_mean": abs_kl / max(selected, 1)}
 
 
 PolicyLoss = PPOClip | ClipCov | KLCov
@@ -184,3 +189,56 @@ def build_objective(cfg: AlgoConfig) -> Objective:
     else:
         raise ConfigError("algo.cov.mode", f"{cfg.cov.mode!r} is not one of null, {', '.join(COV_LOSSES)}")
     return Objective(pg_tokens, policy_loss)
+
+
+def adaptive_entropy_coef(
+    coef: float, entropy: float, target: float, step: float, max_coef: float
+) -> tuple[float, bool]:
+    """Skywork-OR1's adaptive entropy control (He et al. 2025, arXiv 2505.22312, "Adaptive Entropy Control";
+    `EntController` in the authors' verl/trainer/ppo/core_algos.py), one step: from this step's coefficient and mean entropy, the next step's coefficient, coef + step while the entropy
+    is below the target and coef - step otherwise, clamped to [0, max_coef], and whether it applies (only while
+    the entropy is below the target). E.g. coef 1e-4, H 0.15 < target 0.2, step 1e-4 -> (2e-4, True)."""
+    below = entropy < target
+    return min(max(coef + (step if below else -step), 0.0), max_coef), below
+
+
+@dataclass
+class EntropyRegulariser:
+    """loss = policy loss - c * H: H each response token's entropy (with gradient), aggregated with the policy
+    loss's `algo.loss_agg` token weights over every response token (as verl's agg_loss over the response mask:
+    also under the forking-token mask, which selects policy-gradient tokens only).
+
+    Fixed (verl's entropy_coeff): c = algo.entropy_reg.coef. Adaptive (target set): c starts at coef and moves
+    after each step by `adaptive_entropy_coef` on the step's mean token entropy under pi_old, so that step k uses
+    the coefficient that step k-1's entropy set (as the authors' trainer, which updates its controller after each
+    step's actor update); it is state, saved in checkpoints (`state_dict`)."""
+
+    cfg: EntropyRegConfig
+    coef: float
+    applies: bool = True  # the adaptive form's gate: the last entropy seen was below the target
+
+    @property
+    def used(self) -> float:
+        """The coefficient the next update uses (logged as entropy_reg/coef)."""
+        return self.coef if self.applies else 0.0
+
+    def observe(self, mean_entropy: float) -> None:
+        """After a step: the adaptive coefficient follows that step's mean token entropy (fixed: unchanged)."""
+        c = self.cfg
+        if c.target is not None:
+            self.coef, self.applies = adaptive_entropy_coef(
+                self.coef, mean_entropy, c.target, c.step, c.max_coef
+            )
+
+    def state_dict(self) -> dict:
+        """The adaptive coefficient and its gate (a fixed coefficient's never change)."""
+        return {"coef": self.coef, "applies": self.applies}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Back to a saved `state_dict`."""
+        self.coef, self.applies = float(state["coef"]), bool(state["applies"])
+
+
+def build_entropy_reg(cfg: EntropyRegConfig) -> EntropyRegulariser | None:
+    """The regulariser `algo.entropy_reg` asks for, or None when it is off (coef 0, no target)."""
+    return EntropyRegulariser(cfg, cfg.coef) if cfg.enabled else None

@@ -157,8 +157,15 @@ def to_batch(
     return RolloutBatch(input_ids, attention, response, advantages, rollout_logp)
 
 
-def rollout_metrics(collected: Collected, group_size: int) -> dict[str, float]:
-    """Reward, accuracy, length and group statistics over every completion sampled this step."""
+def rollout_metrics(
+    collected: Collected, group_size: int, gen_tokens_total: int | None = None
+) -> dict[str, float]:
+    """Reward, accuracy, length and group statistics over every completion sampled this step.
+
+    `rollout/gen_tokens` counts the tokens generated this step in every round (dynamic sampling's refills
+    included), over all ranks: `collected` holds every rank's gathered groups. With `gen_tokens_total` (the
+    run's running count, this step included) it is logged as `rollout/gen_tokens_total`: the axis on which runs
+    compare at equal generation compute (training rollouts only; evaluation is not counted)."""
     comps = [c for g in collected.sampled for c in g.completions]
     verdicts = [v for g in collected.sampled for v in g.verdicts]
     rewards = torch.tensor([r for g in collected.sampled for r in g.rewards], dtype=torch.float32)
@@ -182,6 +189,8 @@ def rollout_metrics(collected: Collected, group_size: int) -> dict[str, float]:
         "timing/rollout_s": collected.rollout_s,
         "timing/verify_s": collected.verify_s,
         "throughput/gen_tokens_per_s": collected.gen_tokens / max(collected.rollout_s, 1e-9),
+        "rollout/gen_tokens": collected.gen_tokens,
+        **({"rollout/gen_tokens_total": gen_tokens_total} if gen_tokens_total is not None else {}),
         **component_metrics(
             [c for g in collected.sampled for c in g.components],
             [s for g in collected.sampled for s in g.statuses],

@@ -221,7 +221,7 @@ class Trainer:
         self.rows_json = [p.row_json for p in prep.train] if self.reward.needs_rows else None
         r = cfg.rollout
         self.params = SamplingParams(r.temperature, r.top_p, r.top_k, r.max_new_tokens, r.ignore_eos)
-        self.step, self.resets, self.stop_requested = 0, 0, False
+        self.step, self.resets, self.stop_requested, self.gen_tokens_total = 0, 0, False, 0
         m = cfg.monitor
         self.law = EntropyLawTracker()
         self.collapse = CollapseMonitor(m.entropy_floor, m.entropy_drop_frac, m.window)
@@ -309,7 +309,8 @@ class Trainer:
         the policy's entropy before it; weights to the rollout engine; the reference's schedule; log."""
         a = self.cfg.algo
         collected = self._collect(step)
-        metrics = rollout_metrics(collected, a.group_size)
+        self.gen_tokens_total += collected.gen_tokens  # all ranks' tokens: the groups are gathered
+        metrics = rollout_metrics(collected, a.group_size, self.gen_tokens_total)
         if collected.groups:
             batch = to_batch(collected.groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
             before = self._update(step, batch)
@@ -478,12 +479,14 @@ class Trainer:
         return {
             "step": self.step,
             "resets": self.resets,
+            "gen_tokens_total": self.gen_tokens_total,
             "sampler": self.sampler.state_dict(),
             "optimizer": optimizer,
             "scheduler": self.learner.scheduler.state_dict(),
             "rng": checkpoint.rng_state(),
             "entropy_law": self.law.state_dict(),
             "collapse_monitor": self.collapse.state_dict(),
+            "entropy_reg": self.learner.entropy_reg_state(),  # the adaptive entropy coefficient
             "plateau": self.plateau.state_dict() if self.plateau is not None else None,
             "guard": self.guard.state_dict(),
             "reward_guard": self.reward_guard.state_dict(),
@@ -521,6 +524,8 @@ class Trainer:
 
         state = checkpoint.load_state(path)
         self.step, self.resets = state["step"], state["resets"]
+        # older checkpoints lack it: count from 0 (the total then misses the steps before this resume)
+        self.gen_tokens_total = state.get("gen_tokens_total", 0)
         self.sampler.load_state_dict(state["sampler"])
         self.learner.restore(state["optimizer"], path / "policy")
         self.learner.scheduler.load_state_dict(state["scheduler"])
@@ -532,6 +537,7 @@ class Trainer:
         self.reward_guard.load_state_dict(state.get("reward_guard", {}))
         if self.plateau is not None:  # a run that turns reset_on_plateau on at a restart starts counting then
             self.plateau.load_state_dict(state.get("plateau") or {})
+        self.learner.load_entropy_reg_state(state.get("entropy_reg"))
         if self.learner.reference is not None:
             # the reference is the base model until a reset, the latest reset's policy after one (saved with
             # every checkpoint from then on); the learner copied it from the resumed policy, which is neither

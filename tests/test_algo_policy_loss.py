@@ -87,7 +87,7 @@ def test_extreme_ratio_gives_finite_zero_gradient_when_clipped():
         ((2, 3), {}, "advantages"),
         ((2,), {"dual_c": 1.0}, "dual_c"),
         ((2,), {"eps_low": -0.1}, "eps_low"),
-        ((2,), {"eps_low": 1.0}, "eps_low"),
+        ((2,), {"eps_low": 1.01}, "eps_low"),  # 1 is allowed: no lower clip (the Clip-Cov authors' ratio 1)
     ],
 )
 def test_ppo_bad_arguments(shape_adv, kwargs, match):

@@ -44,6 +44,25 @@ def test_dynamic_sampling_refills_until_full():
     assert m["groups/zero_std_frac"] == 0.5 and m["acc/mean"] == 7 / 12 and m["dynamic/rounds"] == 3
 
 
+def test_generated_tokens_count_every_round():
+    # B=2, G=2, dynamic sampling. Round 0 (2 prompts, answers of 3 tokens): [1,1] dropped, [0,1] kept -> 4 x 3 = 12
+    # tokens. Round 1 (1 prompt, answers of 5 tokens): [1,0] kept -> 2 x 5 = 10 tokens. 22 tokens in all, though
+    # the batch holds only 2 x 3 + 2 x 5 = 16 of them: the dropped group's generation is counted too.
+    lengths = [3, 5]
+
+    def sample(indices, round_):
+        script = [[[1, 1], [0, 1]], [[1, 0]]][round_]
+        return Sampled([_group(i, r, lengths[round_]) for i, r in zip(indices, script)], 0.5, 0.0)
+
+    cfg = AlgoConfig(group_size=2, dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=3))
+    got = collect(FakeSampler([]).indices, sample, 2, cfg, max_new_tokens=8)
+    assert got.rounds == 2 and got.gen_tokens == 22
+    m = rollout_metrics(got, group_size=2, gen_tokens_total=100 + 22)  # a run that had generated 100 before
+    assert m["rollout/gen_tokens"] == 22 and m["rollout/gen_tokens_total"] == 122
+    assert m["throughput/gen_tokens_per_s"] == 22 / 1.0  # two rounds of 0.5 s
+    assert "rollout/gen_tokens_total" not in rollout_metrics(got, group_size=2)
+
+
 def test_dynamic_sampling_stops_after_max_rounds():
     fake = FakeSampler([[[1, 1], [0, 0]], [[1, 1], [0, 1]], [[0, 0]]])
     cfg = AlgoConfig(group_size=2, dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=1))

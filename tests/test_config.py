@@ -91,7 +91,7 @@ PAPER = {
     "dapo": (16, 32, 0.2, 0.28, True),
     "forking_tokens": (16, 32, 0.2, 0.28, True),
     "prorl": (16, 64, 0.2, 0.4, True),
-    "clip_cov": (8, 32, 0.2, 0.2, True),
+    "clip_cov": (8, 32, 1.0, 1.0, True),  # the authors' 7b_clip_cov.sh: clip ratio 1, r clipped to [0, 2]
     "kl_cov": (8, 32, 0.2, 0.2, True),
 }
 
@@ -129,6 +129,8 @@ def test_qwen_math_dapo_experiment(tmp_path, monkeypatch):
     assert c.algo.overlong.shaping is True and c.algo.overlong.cache_len == 512
     assert c.data.use_chat_template is True and c.data.prompt_key == "problem"
     assert c.logger.wandb is True
+    # DAPO's update structure: 512 prompts a step in mini-batches of 32, 16 optimizer steps (docs/ALGORITHMS.md)
+    assert c.trainer.prompts_per_step // c.algo.minibatch_prompts == 16
     validate(c)
 
 
@@ -194,6 +196,16 @@ REJECTED = [
     ("optim.weight_decay", _set("optim.weight_decay", float("nan"))),
     ("optim.eps", _set("optim.eps", 0.0)),
     ("optim.eps", _set("optim.eps", float("inf"))),
+    ("algo.clip.eps_low", _set("algo.clip.eps_low", 1.01)),
+    ("algo.entropy_reg.coef", _set("algo.entropy_reg.coef", -0.01)),
+    ("algo.entropy_reg.target", _set("algo.entropy_reg.target", 0.0)),
+    ("algo.entropy_reg.step", _all(_set("algo.entropy_reg.target", 0.2), _set("algo.entropy_reg.step", 0.0))),
+    (
+        "algo.entropy_reg.max_coef",
+        _all(
+            _set("algo.entropy_reg.target", 0.2), _set("algo.entropy_reg.coef", 0.01)
+        ),  # above max_coef 5e-3
+    ),
 ]
 
 
@@ -230,6 +242,9 @@ ACCEPTED = [  # the boundary values just inside each rule above
     _all(_set("optim.beta1", 0.99), _set("optim.beta2", 0.9999)),
     _set("optim.weight_decay", 0.0),
     _set("optim.eps", 1e-30),
+    _all(_set("algo.clip.eps_low", 1.0), _set("algo.clip.eps_high", 1.0)),
+    _set("algo.entropy_reg.coef", 0.01),  # fixed: max_coef does not apply
+    _all(_set("algo.entropy_reg.target", 0.2), _set("algo.entropy_reg.coef", 5e-3)),
 ]
 
 

@@ -10,6 +10,7 @@ CONTRACT_STEP_KEYS = {
     "entropy/mean", "entropy/p10", "entropy/p50", "entropy/p90", "entropy/p99", "entropy/hist", "entropy/top20_mean",
     "clip/low_frac", "clip/high_frac", "loss/policy", "grad/norm", "lr", "timing/rollout_s", "timing/verify_s",
     "timing/learner_s", "timing/sync_s", "timing/step_s", "throughput/gen_tokens_per_s", "throughput/learner_tokens_per_s",
+    "rollout/gen_tokens", "rollout/gen_tokens_total", "entropy/bottom80_mean",
 }  # fmt: skip
 
 
@@ -48,7 +49,12 @@ def test_train_resume_report(tiny_cache, tmp_path):
 
     proc = _train(tiny_cache, out, "trainer.total_steps=5", "eval.every=2")
     assert "resumed from" in proc.stderr + proc.stdout
-    assert [d["step"] for d in metrics_lines(out)] == [0, 1, 2, 3, 4, 5]
+    resumed = metrics_lines(out)
+    assert [d["step"] for d in resumed] == [0, 1, 2, 3, 4, 5]
+    # compute counted across the restart: each step's running total is the sum of the steps' tokens so far
+    per_step = [d["rollout/gen_tokens"] for d in resumed[1:]]
+    assert [d["rollout/gen_tokens_total"] for d in resumed[1:]] == [sum(per_step[: i + 1]) for i in range(5)]
+    assert min(per_step) > 0
 
     report = subprocess.run([str(BIN / "rlvr-report"), str(out)], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr

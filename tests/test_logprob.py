@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from margins import within
 
 from rlvr.logprob import chunked_logp_entropy, plain_logp_entropy
 
@@ -142,3 +143,64 @@ def test_chunk_size_must_be_positive():
     hidden, weight, labels, _ = _inputs(4, 8, 10)
     with pytest.raises(ValueError, match="chunk_size"):
         chunked_logp_entropy(hidden, weight, labels, 1.0, 0)
+
+
+def _run_with_entropy(fn, hidden, weight, labels, grad_logp, grad_entropy, temperature, chunk_size):
+    """(logp, entropy, grad hidden, grad weight) of the loss sum(grad_logp * logp + grad_entropy * entropy)."""
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    logp, entropy = fn(h, w, labels, temperature, chunk_size, entropy_grad=True)
+    (logp * grad_logp + entropy * grad_entropy).sum().backward()
+    return logp, entropy, h.grad, w.grad
+
+
+@pytest.mark.parametrize("n, V, chunk_size, temperature", [(12, 50, 5, 0.7), (23, 1001, 7, 1.3)])
+def test_entropy_gradient_equals_autograd_in_float64(n, V, chunk_size, temperature):
+    """With entropy_grad the entropy's gradient (an entropy regulariser's) joins the log-prob's, as autograd
+    differentiates the full float64 logits, with chunks that do not divide the tokens."""
+    hidden, weight, labels, grad_logp = _inputs(n, 16, V)
+    grad_entropy = torch.randn(n, generator=torch.Generator().manual_seed(5))
+    got = _run_with_entropy(
+        chunked_logp_entropy, hidden, weight, labels, grad_logp, grad_entropy, temperature, chunk_size
+    )
+    want = _run_with_entropy(
+        plain_logp_entropy,
+        hidden.double(),
+        weight.double(),
+        labels,
+        grad_logp.double(),
+        grad_entropy.double(),
+        temperature,
+        chunk_size,
+    )
+    assert got[1].requires_grad
+    for name, a, b in zip(("logp", "entropy", "grad hidden", "grad weight"), got, want):
+        within(((a.double() - b).abs().max() / b.abs().max()).item(), 1e-5, name)
+    # without entropy_grad the log-prob's gradient alone, exactly as before
+    plain = _run(chunked_logp_entropy, hidden, weight, labels, grad_logp, temperature, chunk_size)
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    logp, _ = chunked_logp_entropy(h, w, labels, temperature, chunk_size, entropy_grad=True)
+    (logp * grad_logp).sum().backward()
+    assert torch.equal(h.grad, plain[2]) and torch.equal(w.grad, plain[3])
+
+
+def test_entropy_gradient_hand_worked():
+    # The V=3 example above: p = [1/6, 1/3, 1/2], H = 1.0114043, T = 2, h = 2, W = [0, ln 2, ln 3].
+    # dH/dlogit_v = -p_v (ln p_v + H): -1/6 (-ln 6 + H) = 0.1300592, -1/3 (-ln 3 + H) = 0.0290693,
+    # -1/2 (-ln 2 + H) = -0.1591285 (they sum to 0). d logits / d W_v = h / T = 1, so grad W is those;
+    # grad h = sum_v g_v W_v / T = (0.0290693 ln 2 - 0.1591285 ln 3) / 2 = -0.0773356.
+    hidden = torch.tensor([[2.0]], requires_grad=True)
+    weight = torch.tensor([[0.0], [math.log(2)], [math.log(3)]], requires_grad=True)
+    _, entropy = chunked_logp_entropy(hidden, weight, torch.tensor([2]), 2.0, 4, entropy_grad=True)
+    entropy.sum().backward()
+    torch.testing.assert_close(weight.grad, torch.tensor([[0.1300592], [0.0290693], [-0.1591285]]))
+    torch.testing.assert_close(hidden.grad, torch.tensor([[-0.0773356]]))
+
+
+def test_entropy_gradient_saves_one_more_float_per_token_only():
+    """The entropy's gradient keeps the memory bound: one more float per token (the entropies), no [n x V]."""
+    n, H, V = 64, 8, 1001
+    hidden, weight, labels, _ = _inputs(n, H, V)
+    saved = _saved_numels(
+        lambda *a: chunked_logp_entropy(*a, entropy_grad=True), hidden, weight, labels, 1.0, 16
+    )
+    assert sorted(saved) == sorted([n * H, V * H, n, n, n])

@@ -74,6 +74,20 @@ def test_top_frac_and_key():
     assert entropy_stats(torch.arange(30.0), top_frac=0.1)["entropy/top10_mean"] == pytest.approx(28.0)
 
 
+def test_fork_positions_against_the_rest():
+    # 10 tokens; the top 20% is k = ceil(0.2 * 10) = 2 tokens, 2.0 and 1.0 -> (2 + 1) / 2 = 1.5; the other 8:
+    # 0.5 + 0.3 + 0.2 + 0.1 + 0.1 + 0.05 + 0.05 + 0 = 1.3 -> 1.3 / 8 = 0.1625 (order of the input is irrelevant)
+    x = torch.tensor([0.1, 2.0, 0.0, 0.05, 0.3, 1.0, 0.2, 0.05, 0.5, 0.1])
+    stats = entropy_stats(x)
+    assert stats["entropy/top20_mean"] == pytest.approx(1.5)
+    assert stats["entropy/bottom80_mean"] == pytest.approx(0.1625)
+    # 0.25: k = ceil(2.5) = 3 (2, 1, 0.5) -> the other 7 average 0.8 / 7
+    assert entropy_stats(x, top_frac=0.25)["entropy/bottom75_mean"] == pytest.approx(0.8 / 7)
+    # no "other positions" left: one token, or the top fraction is every token
+    assert "entropy/bottom80_mean" not in entropy_stats(torch.tensor([0.7]))
+    assert not any(k.startswith("entropy/bottom") for k in entropy_stats(x, top_frac=1.0))
+
+
 def test_keys_and_types():
     stats = entropy_stats(_entropies(50).to(torch.bfloat16))
     assert set(stats) == {
@@ -84,6 +98,7 @@ def test_keys_and_types():
         "entropy/p99",
         "entropy/hist",
         "entropy/top20_mean",
+        "entropy/bottom80_mean",
     }
     assert all(isinstance(v, float) for k, v in stats.items() if k != "entropy/hist")
     assert all(isinstance(c, int) for c in stats["entropy/hist"])

@@ -53,7 +53,7 @@ def test_ppo_clip_two_tokens_by_hand():
     assert info["clipped_high"][0].tolist() == [True, False]
     assert info["dual_clipped"][0].tolist() == [False, True]
     assert PPOClip(CLIP).selected_abs_kl(info, None) == 0.0
-    assert PPOClip(CLIP).metrics(selected=0.0, abs_kl=0.0, n_pg=2) == {}
+    assert PPOClip(CLIP).metrics(selected=0.0, abs_kl=0.0, n_tokens=2) == {}
 
 
 def test_clip_cov_draws_only_among_tokens_the_clip_leaves_and_zeroes_their_loss():
@@ -71,7 +71,7 @@ def test_clip_cov_draws_only_among_tokens_the_clip_leaves_and_zeroes_their_loss(
     assert selected[:, 0].tolist() == [False, True]
     loss, _ = clip_cov.loss(current, old, adv, selected)
     assert loss[:, 0].tolist() == pytest.approx([-1.28, 0.0], rel=1e-12)
-    assert clip_cov.metrics(selected=1.0, abs_kl=0.0, n_pg=4) == {"cov/selected_frac": 0.25}
+    assert clip_cov.metrics(selected=1.0, abs_kl=0.0, n_tokens=4) == {"cov/selected_frac": 0.25}
 
 
 def test_kl_cov_two_tokens_by_hand():
@@ -85,7 +85,7 @@ def test_kl_cov_two_tokens_by_hand():
     assert loss[0].tolist() == pytest.approx([-1.5 + 0.5 * math.log(1.5), -1.0], rel=1e-12)
     assert not info["clipped_high"].any()  # 1.5 > 1.28, but KL-Cov does not clip
     assert kl_cov.selected_abs_kl(info, selected) == pytest.approx(math.log(1.5), rel=1e-12)
-    assert kl_cov.metrics(selected=1.0, abs_kl=math.log(1.5), n_pg=2) == {
+    assert kl_cov.metrics(selected=1.0, abs_kl=math.log(1.5), n_tokens=2) == {
         "cov/selected_frac": 0.5,
         "cov/kl_abs_mean": math.log(1.5),
     }
@@ -97,3 +97,59 @@ def test_forking_tokens_keep_the_top_fraction_by_entropy_and_all_tokens_keep_the
     resp = torch.tensor([[False, True, True]])
     assert ForkingTokens(0.5).mask(entropy, resp).tolist() == [[False, False, True]]
     assert AllTokens().mask(None, resp) is resp
+
+
+# ---- the entropy regulariser ------------------------------------------------------------------------------
+
+
+def test_entropy_reg_is_built_only_when_asked_for():
+    from rlvr.config_algo import EntropyRegConfig
+    from rlvr.objectives import build_entropy_reg
+
+    assert build_entropy_reg(EntropyRegConfig()) is None  # the default: off, nothing changes
+    fixed = build_entropy_reg(EntropyRegConfig(coef=0.01))
+    assert fixed.used == 0.01
+    fixed.observe(0.0)  # a fixed coefficient ignores the entropy
+    assert fixed.used == 0.01
+    assert build_entropy_reg(EntropyRegConfig(target=0.3)).used == 0.0  # adaptive from 0, as Skywork-OR1
+
+
+@pytest.mark.parametrize(
+    ("coef", "entropy", "want"),
+    [
+        # below the target 0.2: up one step of 1e-4, and it applies
+        (1e-4, 0.15, (2e-4, True)),
+        # above it: down one step, and it does not apply
+        (3e-4, 0.25, (2e-4, False)),
+        # clamped at 0 from below ...
+        (0.5e-4, 0.25, (0.0, False)),
+        # ... and at max_coef 5e-3 from above
+        (4.95e-3, 0.1, (5e-3, True)),
+        # at the target exactly: not below, so down and off
+        (1e-4, 0.2, (0.0, False)),
+    ],
+)
+def test_adaptive_entropy_coef_by_hand(coef, entropy, want):
+    from rlvr.objectives import adaptive_entropy_coef
+
+    got = adaptive_entropy_coef(coef, entropy, target=0.2, step=1e-4, max_coef=5e-3)
+    assert got[1] is want[1]
+    assert got[0] == pytest.approx(want[0], abs=1e-12)
+
+
+def test_adaptive_entropy_reg_steers_and_round_trips_its_state():
+    from rlvr.config_algo import EntropyRegConfig
+    from rlvr.objectives import build_entropy_reg
+
+    reg = build_entropy_reg(EntropyRegConfig(coef=0.0, target=0.2, step=1e-3, max_coef=1.5e-3))
+    used = []
+    for h in (0.1, 0.1, 0.1, 0.3, 0.1):  # below, below, below (capped), above (off), below
+        used.append(reg.used)
+        reg.observe(h)
+    # c: 0 -> 1e-3 -> 1.5e-3 (cap) -> 1.5e-3 -> 0.5e-3 (gate off) -> 1.5e-3
+    assert used == pytest.approx([0.0, 1e-3, 1.5e-3, 1.5e-3, 0.0], abs=1e-12)
+    assert reg.used == pytest.approx(1.5e-3, abs=1e-12)
+    state = reg.state_dict()
+    again = build_entropy_reg(EntropyRegConfig(coef=0.0, target=0.2, step=1e-3, max_coef=1.5e-3))
+    again.load_state_dict(state)
+    assert again.state_dict() == state and again.used == reg.used

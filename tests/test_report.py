@@ -96,10 +96,37 @@ def test_report_two_runs(tmp_path, capsys):
     assert "| entropy law R = −a·exp(H) + b | a = 0.5, b = 0.9, R² = 1, 3 points |" in summary
     assert "| entropy law ceiling (predicted pass@1 at H = 0) | 0.4 |" in summary
     assert "| entropy collapse warning | step 15 |" in summary
+    # 3 pairs: a quarter of them is one early pair, too few to fit
+    assert "| entropy law prediction (fit on the first 25% of 3 pairs) | not tested (" in summary
     assert "| cov/mean last (step 19) | 0.06 |" in summary
     assert "entropy/correct_mean last (step 19)" in summary
     assert summary.index("eval/pass@1 last") < summary.index("eval/pass@8 last")
     assert "| unparseable lines skipped | 1 |" in summary
+
+
+def test_report_tests_the_law_on_later_evaluations(tmp_path):
+    # 12 pairs; the first quarter (3) on R = -0.2 exp(H) + 0.7 at exp(H) = 3, 2.5, 2 (R = 0.1, 0.2, 0.3). The 9
+    # later evaluations stay at the last early value at exp(H) = 1.5, where the law predicts 0.4: law MAE 0.1,
+    # naive (0.3 carried forward) 0; the early fit's ceiling -0.2 + 0.7 = 0.5 is labelled an extrapolation.
+    xs = [3.0, 2.5, 2.0] + [1.5] * 9
+    rs = [-0.2 * x + 0.7 for x in xs[:3]]
+    rs += [rs[-1]] * 9
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for i, (x, r) in enumerate(zip(xs, rs)):
+            step = 10 * i + 1
+            point = {"entropy_law/point_step": step - 1, "entropy_law/point_entropy": math.log(x)}
+            f.write(
+                json.dumps(
+                    {"step": step, "entropy/mean": math.log(x), **point, "entropy_law/point_pass@1": r}
+                )
+            )
+            f.write("\n")
+    assert main([str(tmp_path)]) == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert (
+        "| entropy law prediction (fit on the first 25% of 12 pairs) | law prediction MAE 0.1 vs naive 0 "
+        "(9 later evaluations); its ceiling at H = 0, 0.5, is an extrapolation |"
+    ) in summary
 
 
 def test_report_out_dir_and_sparse_metrics(tmp_path):

@@ -24,9 +24,11 @@ from test_report import _write_job  # a sweep job dir: .hydra/overrides.yaml and
 
 from rlvr.cli.report import FIGURES, SEEDS_FIGURE, SEEDS_HEADING, load_runs, main
 from rlvr.metrics.sinks import JsonlSink
+from rlvr.report.plots import PAIRED_FIGURE, plot_paired_differences
 from rlvr.report.seeds import (
     early_law_fit,
     group_by_setting,
+    paired_differences,
     seed_band,
     seed_report,
     spread,
@@ -203,6 +205,51 @@ def test_settings_grouped_without_the_seed_and_their_numbers(tmp_path):
     )
 
 
+def test_two_settings_paired_by_seed_with_their_intervals(tmp_path):
+    # B - A per seed, d = -1, 0, 1: pass@1 (0.5 + 0.1d) - (0.7 + 0.03d) = -0.2 + 0.07d; pass@4 (0.8 + 0.1d) -
+    # (0.9 + 0.02d) = -0.1 + 0.08d; entropy (0.6 + 0.2d) - (0.32 + 0.1d) = 0.28 + 0.1d. Sample std of c*d is |c|,
+    # so each half-width is t(0.975, 2) * |c| / sqrt(3) = 4.302653 * c / 1.732051: 0.173890, 0.198731, 0.248414
+    sweep = tmp_path / "sweep"
+    _write_sweep(sweep)
+    report = seed_report(load_runs([sweep]))
+    got = {pm.metric: pm for pm in paired_differences(report)}
+    assert list(got) == ["eval/pass@1", "eval/pass@4", "entropy/mean"]
+    for metric, mean, c in (
+        ("eval/pass@1", -0.2, 0.07),
+        ("eval/pass@4", -0.1, 0.08),
+        ("entropy/mean", 0.28, 0.1),
+    ):
+        pm = got[metric]
+        assert pm.seeds == [0, 1, 2] and pm.interval.n == 3
+        assert pm.diffs == pytest.approx([mean - c, mean, mean + c], abs=1e-9)
+        half = 4.302653 * c / math.sqrt(3)
+        assert pm.interval.low == pytest.approx(mean - half, abs=1e-5), metric
+        assert pm.interval.high == pytest.approx(mean + half, abs=1e-5), metric
+    # pass@1's interval (-0.374, -0.026) excludes 0; pass@4's (-0.299, 0.099) does not
+    assert got["eval/pass@1"].interval.high < 0 < got["eval/pass@4"].interval.high
+
+    path = tmp_path / PAIRED_FIGURE
+    assert plot_paired_differences(report, path) and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paired_differences_need_two_settings_and_common_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    _write_sweep(sweep)
+    _write_seed_job(sweep, 6, "0.3", 0, _setting_b(0))  # a third setting: no pairing
+    report = seed_report(load_runs([sweep]))
+    assert paired_differences(report) is None
+    assert not plot_paired_differences(report, tmp_path / PAIRED_FIGURE)
+    assert not (tmp_path / PAIRED_FIGURE).exists()
+    # setting A under seeds 0, 1, 2 and B under 1, 2, 3 (B's seed 3 as its seed 2): seeds 1 and 2 pair
+    other = tmp_path / "other"
+    for num, seed in enumerate(SEEDS):
+        _write_seed_job(other, num, "0.2", seed, _setting_a(seed))
+        _write_seed_job(other, 10 + num, "0.28", seed + 1, _setting_b(seed))
+    pm = paired_differences(seed_report(load_runs([other])))[0]
+    assert pm.seeds == [1, 2] and pm.interval.n == 2
+    assert pm.diffs == pytest.approx([(0.4) - (0.7), (0.5) - (0.73)], abs=1e-9)
+
+
 SEEDS_HEADER = (
     "| algo.clip.eps_high | seeds | entropy/mean final | entropy/mean min | collapse warning step "
     "| eval/pass@1 final | law ceiling, first 25% of steps | eval/pass@4 final |"
@@ -231,6 +278,10 @@ def test_cli_prints_and_writes_the_seeds_table(tmp_path, capsys):
     assert f"![{SEEDS_FIGURE}]({SEEDS_FIGURE})" in summary
     assert (out / SEEDS_FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out / SEEDS_FIGURE) in printed.split()
+    # two settings: their paired differences are drawn and listed too
+    assert f"![{PAIRED_FIGURE}]({PAIRED_FIGURE})" in summary
+    assert (out / PAIRED_FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(out / PAIRED_FIGURE) in printed.split()
     for name in (*FIGURES, "summary.md"):
         assert (out / name).stat().st_size > 0, name
 

@@ -86,6 +86,16 @@ def test_resume_is_exact_with_clip_cov(tiny_cache, tmp_path):
     _assert_identical(straight, resumed, 4)
 
 
+def test_resume_is_exact_with_the_adaptive_entropy_coefficient(tiny_cache, tmp_path):
+    """The adaptive entropy coefficient (algo.entropy_reg.target) is state: a target far above the entropy raises
+    it one step per RL step, and a restart at step 2 carries on from the checkpoint's, not from the start (hf)."""
+    reg = ["algo.entropy_reg.target=100.0", "algo.entropy_reg.step=0.001", "algo.entropy_reg.max_coef=1.0"]
+    straight, resumed = _straight_and_interrupted(tiny_cache, tmp_path, ["rollout.backend=hf", *reg], 4, 2)
+    used = [d["entropy_reg/coef"] for d in metrics_lines(resumed)]
+    assert used == pytest.approx([0.0, 0.001, 0.002, 0.003], abs=1e-12)
+    _assert_identical(straight, resumed, 4)
+
+
 def _partial_checkpoint(ckpts: Path) -> bool:
     """A checkpoint is being written (.tmp-step_*) after at least one complete one exists."""
     in_write = ckpts.is_dir() and any(p.name.startswith(".tmp-step_") for p in ckpts.iterdir())

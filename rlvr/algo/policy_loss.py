@@ -43,9 +43,9 @@ def ppo_clip_loss(
             f"logp and old_logp must both be [B, T], got {tuple(logp.shape)} and {tuple(old_logp.shape)}"
         )
     advantages = per_token_advantages(advantages, logp)
-    if not (0 <= eps_low < 1 and eps_high >= 0):
+    if not (0 <= eps_low <= 1 and eps_high >= 0):
         raise ValueError(
-            f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}"
+            f"need 0 <= eps_low <= 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}"
         )
     if dual_c is not None and dual_c <= 1:
         raise ValueError(f"dual_c must be > 1 (or None), got {dual_c}")

@@ -30,6 +30,8 @@ equal, with at least two different ``trainer.seed`` in their config.yaml; ``rlvr
 
 * ``seeds_curves.png``    per setting, eval/pass@1, eval/pass@K for the largest K and entropy/mean: the mean
   over its seeds and the band from the lowest to the highest seed, over the steps every seed logged
+* ``seeds_paired.png``    with exactly two settings: per final metric, each seed's paired difference (second
+  setting - first), their mean and its 95% interval (``rlvr.report.verdict``'s rule), and the line at 0
 * ``summary.md``, section ``## Over seeds`` (also printed): a row per setting with mean ± std over its seeds
   (sample std) of the final and minimum entropy/mean, the step the collapse warning (entropy/collapse_warning)
   first fired and in how many seeds ("never" when in none), the final eval/pass@1 beside the ceiling b - a
@@ -49,6 +51,7 @@ from pathlib import Path
 
 from rlvr.report.plots import (
     FIGURES,
+    PAIRED_FIGURE,
     SEEDS_FIGURE,
     plot_clip,
     plot_covariance,
@@ -56,6 +59,7 @@ from rlvr.report.plots import (
     plot_entropy_hist,
     plot_entropy_law,
     plot_entropy_outcome,
+    plot_paired_differences,
     plot_passk,
     plot_reward,
     plot_seed_curves,
@@ -119,9 +123,12 @@ def seeds_section(seeds: SeedReport) -> str:
     )
 
 
-def write_summary(runs: Sequence[Run], path: Path, seeds: SeedReport | None = None) -> None:
-    """summary.md: the runs table, the seeds section when ``seeds`` is given, a table per run, the figures."""
-    figures = [*FIGURES, *([SEEDS_FIGURE] if seeds is not None else [])]
+def write_summary(
+    runs: Sequence[Run], path: Path, seeds: SeedReport | None = None, paired: bool = False
+) -> None:
+    """summary.md: the runs table, the seeds section when ``seeds`` is given, a table per run, the figures
+    (``paired``: the two settings' paired differences were drawn)."""
+    figures = [*FIGURES, *([SEEDS_FIGURE] if seeds is not None else []), *([PAIRED_FIGURE] if paired else [])]
     parts = ["# rlvr report", "", f"Runs: {'; '.join(r.label for r in runs)}", ""]
     parts += ["## Runs", "", runs_table(runs)]
     parts += [seeds_section(seeds)] if seeds is not None else []
@@ -160,7 +167,9 @@ def write_report(runs: Sequence[Run], out_dir: Path) -> list[Path]:
     if seeds is not None:
         plot_seed_curves(seeds, out_dir / SEEDS_FIGURE)
         written.append(out_dir / SEEDS_FIGURE)
-    write_summary(runs, out_dir / "summary.md", seeds)
+        if plot_paired_differences(seeds, out_dir / PAIRED_FIGURE):
+            written.append(out_dir / PAIRED_FIGURE)
+    write_summary(runs, out_dir / "summary.md", seeds, paired=PAIRED_FIGURE in {p.name for p in written})
     written.append(out_dir / "summary.md")
     return written
 

@@ -6,7 +6,13 @@ wandb is imported only when a ``WandbSink`` is created.
 
 from rlvr.metrics.collapse import CollapseMonitor, collapse_reason
 from rlvr.metrics.covariance import covariance_stats
-from rlvr.metrics.entropy_law import EntropyLawFit, EntropyLawTracker, fit_entropy_law
+from rlvr.metrics.entropy_law import (
+    EntropyLawFit,
+    EntropyLawTracker,
+    LawPrediction,
+    fit_entropy_law,
+    law_prediction,
+)
 from rlvr.metrics.entropy_stats import (
     ENTROPY_EDGES_FILENAME,
     ENTROPY_HIST_EDGES,
@@ -28,6 +34,7 @@ __all__ = [
     "EntropyLawFit",
     "EntropyLawTracker",
     "JsonlSink",
+    "LawPrediction",
     "MetricsLogger",
     "MetricsSink",
     "PlateauDetector",
@@ -39,6 +46,7 @@ __all__ = [
     "entropy_edges",
     "entropy_stats",
     "fit_entropy_law",
+    "law_prediction",
     "mean_pass_at_k",
     "pass_at_k",
     "write_entropy_edges",

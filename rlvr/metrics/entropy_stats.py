@@ -63,9 +63,17 @@ def write_entropy_edges(run_dir: str | os.PathLike) -> Path:
     return path
 
 
+def _pct_key(part: str, frac: float) -> str:
+    pct = round(100 * frac, 6)
+    return f"entropy/{part}{int(pct) if pct == int(pct) else pct:g}_mean"
+
+
 def _top_key(top_frac: float) -> str:
-    pct = round(100 * top_frac, 6)
-    return f"entropy/top{int(pct) if pct == int(pct) else pct:g}_mean"
+    return _pct_key("top", top_frac)
+
+
+def _bottom_key(top_frac: float) -> str:
+    return _pct_key("bottom", 1.0 - top_frac)
 
 
 def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, float | list[int]]:
@@ -74,10 +82,13 @@ def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, flo
     entropy: [n] per-token entropies (nats) of the valid response tokens only (padding and
         prompt tokens already removed), any float dtype, any device.
     top_frac: fraction of tokens, by largest entropy, averaged into ``entropy/top{pct}_mean``
-        (``entropy/top20_mean`` for the default 0.2); ``k = ceil(top_frac * n)`` tokens.
+        (``entropy/top20_mean`` for the default 0.2); ``k = ceil(top_frac * n)`` tokens. The other
+        ``n - k`` tokens are averaged into ``entropy/bottom{100 - pct}_mean`` (``entropy/bottom80_mean``):
+        the 80/20 paper's contrast of the forking tokens against all other positions (left out when
+        ``n - k`` is 0).
 
     Returns ``{"entropy/mean", "entropy/p10", "entropy/p50", "entropy/p90", "entropy/p99",
-    "entropy/top20_mean": float, "entropy/hist": list[int]}``; quantiles use linear
+    "entropy/top20_mean", "entropy/bottom80_mean": float, "entropy/hist": list[int]}``; quantiles use linear
     interpolation between order statistics (``numpy.quantile``'s default); the histogram
     counts over ``ENTROPY_HIST_EDGES`` (NaNs are not counted; NaNs make the other values NaN).
     Empty input returns ``{}`` (the caller logs nothing).
@@ -113,8 +124,10 @@ def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, flo
     # round() guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> ceil 4.
     k = max(1, math.ceil(round(top_frac * n, 9)))
     top_mean = x_sorted[n - k :].mean()
+    # NaN sorts last, into the top k: the bottom mean stays finite unless more than k values are NaN
+    bottom = [x_sorted[: n - k].mean().reshape(1)] if n > k else []
 
-    scalars = torch.cat([x.mean().reshape(1), quantiles, top_mean.reshape(1)]).tolist()
+    scalars = torch.cat([x.mean().reshape(1), quantiles, top_mean.reshape(1), *bottom]).tolist()
 
     # Compare in float64 against the exact edges, so a value is binned exactly as numpy.histogram
     # bins it (float32(1e-4) < 1e-4); the sorted copy keeps this one pass over n values.
@@ -131,6 +144,8 @@ def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, flo
         out[key] = value
     out["entropy/hist"] = hist
     out[_top_key(top_frac)] = scalars[5]
+    if bottom:
+        out[_bottom_key(top_frac)] = scalars[6]
     return out
 
 

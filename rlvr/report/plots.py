@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rlvr.report.runs import Run, pass_k_sort
-from rlvr.report.seeds import SeedReport, seed_band
+from rlvr.report.seeds import SeedReport, paired_differences, seed_band
 from rlvr.report.tables import fmt
 
 FIGURES = (
@@ -28,6 +28,7 @@ FIGURES = (
     "sweep.png",
 )
 SEEDS_FIGURE = "seeds_curves.png"
+PAIRED_FIGURE = "seeds_paired.png"
 _METRIC_STYLES = ("-", "--", ":", "-.")
 
 
@@ -424,3 +425,33 @@ def plot_seed_curves(report: SeedReport, path: Path) -> None:
             ylabel="nats per token" if key == "entropy/mean" else "fraction of held-out prompts",
         )
     _finish(fig, path)
+
+
+def plot_paired_differences(report: SeedReport, path: Path) -> bool:
+    """For a sweep of two settings (``rlvr.report.seeds.paired_differences``): per final metric, a dot per seed
+    at its paired difference (second setting - first) and the mean with its 95% interval, beside the line at 0
+    that the decision rule asks the interval to exclude. Returns False (nothing written) unless there are two
+    settings."""
+    paired = paired_differences(report)
+    if paired is None:
+        return False
+    first, second = (g.label for g in report.groups)
+    fig, axes = _new_figure(nrows=len(paired), height=2.2, step_axis=False)
+    for ax, pm in zip(axes, paired):
+        ax.axvline(0.0, color="grey", linewidth=1)
+        if not pm.diffs:
+            _no_data(ax, f"{pm.metric} in both settings under one seed")
+        ax.scatter(pm.diffs, range(len(pm.diffs)), color="tab:blue", zorder=3)
+        iv = pm.interval
+        if iv.n >= 2:
+            ax.errorbar(
+                [iv.mean], [len(pm.diffs)], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D",
+                color="tab:red", capsize=4, zorder=3,
+            )  # fmt: skip
+        ax.set_yticks(range(len(pm.diffs) + 1), [*(f"seed {s}" for s in pm.seeds), "mean, 95% CI"])
+        ax.grid(alpha=0.3, axis="x")
+        ci = f"[{fmt(iv.low)}, {fmt(iv.high)}]" if iv.n >= 2 else "n/a"
+        ax.set(title=f"{pm.metric} final: mean {fmt(iv.mean)}, 95% CI {ci}, n {iv.n}")
+    axes[-1].set_xlabel(f"paired difference, ({second}) - ({first})")
+    _finish(fig, path)
+    return True

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlvr.metrics.entropy_law import EntropyLawFit, EntropyLawTracker
+# EARLY_FRACTION: the law is fitted on the steps up to this fraction of the run (a pair fraction in the per-run test)
+from rlvr.metrics.entropy_law import EARLY_FRACTION, EntropyLawFit, EntropyLawTracker
 from rlvr.report.runs import Run, pass_k_sort, swept_keys, value_of
+from rlvr.report.verdict import Interval, paired_diffs, paired_interval
 
 SEED_KEY = "trainer.seed"
 COLLAPSE_KEY = "entropy/collapse_warning"
-EARLY_FRACTION = 0.25  # the law is fitted on the steps up to this fraction of the run
 
 
 # ---- settings and their seeds ----------------------------------------------------------------------------
@@ -272,3 +273,43 @@ def seed_report(runs: Sequence[Run]) -> SeedReport | None:
     pass_k_key = largest_pass_k(runs)
     summaries = [summarize_setting([run_numbers(r, pass_k_key) for r in g.runs]) for g in groups]
     return SeedReport(groups, summaries, pass_k_key)
+
+
+# ---- two settings, paired by seed --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedMetric:
+    """One final number of two settings paired by seed: ``diffs[i]`` is the second setting's value minus the
+    first's under ``seeds[i]``; ``interval`` their mean with its 95% Student-t interval."""
+
+    metric: str
+    seeds: list[int]
+    diffs: list[float]
+    interval: Interval
+
+
+def paired_differences(report: SeedReport) -> list[PairedMetric] | None:
+    """For a sweep of exactly two settings: the final eval/pass@1, eval/pass@K (largest K) and entropy/mean,
+    each as per-seed differences (second setting - first, in the order of their first runs) with their mean
+    and 95% interval (``rlvr.report.verdict``); seeds that only one setting ran, or where a value is missing,
+    are left out. None unless there are exactly two settings."""
+    if len(report.groups) != 2:
+        return None
+    fields = [
+        ("eval/pass@1", "final_pass1"),
+        (report.pass_k_key, "final_passk"),
+        ("entropy/mean", "final_entropy"),
+    ]
+    per_setting = [
+        {run_seed(run): run_numbers(run, report.pass_k_key) for run in g.runs if run_seed(run) is not None}
+        for g in report.groups
+    ]
+    out = []
+    for metric, attr in fields:
+        if metric is None:
+            continue
+        first, second = ({s: getattr(n, attr) for s, n in numbers.items()} for numbers in per_setting)
+        seeds, diffs = paired_diffs(second, first)
+        out.append(PairedMetric(metric, seeds, diffs, paired_interval(diffs)))
+    return out

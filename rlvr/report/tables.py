@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rlvr.errors import ERROR_FILENAME
+from rlvr.metrics.entropy_law import law_prediction
 from rlvr.report.runs import Run
 from rlvr.report.seeds import EARLY_FRACTION, SeedReport, SettingSummary, Spread
 
@@ -74,6 +75,7 @@ def summarize_run(run: Run) -> str:
     else:
         _, h = run.series("entropy_law/point_entropy")
         lines.append(f"| entropy law | not fitted ({len(h)} points; needs 3) |")
+    lines.append(law_prediction_row(run))
     warn_steps, warned = run.series("entropy/collapse_warning")
     if len(warn_steps):
         fired = warn_steps[warned > 0]
@@ -83,6 +85,26 @@ def summarize_run(run: Run) -> str:
     if run.skipped_lines:
         lines.append(f"| unparseable lines skipped | {run.skipped_lines} |")
     return "\n".join(lines) + "\n"
+
+
+def law_prediction_row(run: Run) -> str:
+    """The law tested as its authors test it (``rlvr.metrics.entropy_law.law_prediction``) on the (entropy,
+    pass@1) pairs the trainer logged (``entropy_law/point_entropy``, ``entropy_law/point_pass@1``), in step
+    order: the first EARLY_FRACTION of them fitted, each later one predicted at its own entropy."""
+    pairs = [
+        (r["entropy_law/point_entropy"], r["entropy_law/point_pass@1"])
+        for r in run.records
+        if isinstance(r.get("entropy_law/point_entropy"), (int, float))
+        and isinstance(r.get("entropy_law/point_pass@1"), (int, float))
+    ]
+    what = f"entropy law prediction (fit on the first {EARLY_FRACTION:.0%} of {len(pairs)} pairs)"
+    got = law_prediction([h for h, _ in pairs], [r for _, r in pairs], EARLY_FRACTION)
+    if got is None:
+        return f"| {what} | not tested (needs 3 early pairs with a spread in entropy, and a later one) |"
+    return (
+        f"| {what} | law prediction MAE {fmt(got.law_mae)} vs naive {fmt(got.naive_mae)} ({got.n_later} later "
+        f"evaluations); its ceiling at H = 0, {fmt(got.ceiling_extrapolated)}, is an extrapolation |"
+    )
 
 
 def _status(run: Run) -> str:
