@@ -32,11 +32,13 @@ def test_clip_cov_preset_has_the_paper_defaults():
     a = _compose("algo=clip_cov").algo
     assert a.name == "clip_cov" and a.cov.mode == "clip_cov"
     assert (a.cov.clip_frac, a.cov.clip_bound_low, a.cov.clip_bound_high) == (2e-4, 1.0, 5.0)
-    # on top of GRPO as the authors' recipe: symmetric clip, token-level loss, no KL
-    assert (a.advantage, a.clip.eps_low, a.clip.eps_high, a.loss_agg, a.kl.coef) == (
+    # on top of GRPO as the authors' recipe (7b_clip_cov.sh): clip ratio 1 both ways (ratios clipped to [0, 2]:
+    # covariance control, not the PPO clip, holds the update), no dual clip, token-level loss, no KL
+    assert (a.advantage, a.clip.eps_low, a.clip.eps_high, a.clip.dual_c, a.loss_agg, a.kl.coef) == (
         "grpo",
-        0.2,
-        0.2,
+        1.0,
+        1.0,
+        None,
         "token_mean",
         0.0,
     )
