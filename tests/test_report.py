@@ -255,3 +255,24 @@ def test_a_sweep_of_many_runs_draws_its_legends_beside_the_curves(tmp_path):
         _write_job(few / f"{i}_x", [f"algo.clip.eps_high=0.{20 + i}"], total_steps=20)
     assert main([str(few)]) == 0
     assert Image.open(few / "report" / "entropy.png").size[0] == 8 * 110
+
+
+def test_compute_axis_places_each_value_at_the_tokens_generated_by_its_step(tmp_path):
+    """compute.png's x: the baseline evaluation (step 0) at 0 tokens, step s at rollout/gen_tokens_total of s;
+    a step that logged no total (a run from before the key) is left out."""
+    from rlvr.report.plots import _at_compute, plot_compute
+    from rlvr.report.runs import Run
+
+    records = [
+        {"step": 0, "eval/pass@1": 0.2},
+        {"step": 1, "rollout/gen_tokens_total": 100, "entropy/mean": 1.0},
+        {"step": 2, "rollout/gen_tokens_total": 250, "entropy/mean": 0.8, "eval/pass@1": 0.5},
+        {"step": 3, "entropy/mean": 0.7},  # no total: not placed
+    ]
+    run = Run(path=tmp_path, label="r", records=records)
+    tokens, values = _at_compute(run, "eval/pass@1")
+    assert tokens.tolist() == [0.0, 250.0] and values.tolist() == [0.2, 0.5]
+    tokens, values = _at_compute(run, "entropy/mean")
+    assert tokens.tolist() == [100.0, 250.0] and values.tolist() == [1.0, 0.8]
+    plot_compute([run], tmp_path / "compute.png")
+    assert (tmp_path / "compute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,6 +15,8 @@ step yet is a run too. Reads each run's ``metrics.jsonl`` and writes to ``<first
 * ``covariance.png``      logp-advantage covariance: cov/mean and the mean of its top 0.2%
 * ``clip.png``            clip/low_frac and clip/high_frac (and cov/selected_frac with Clip-Cov/KL-Cov)
 * ``sweep.png``           every run's reward (acc/mean, else reward/mean) and entropy/mean in one figure
+* ``compute.png``         eval/pass@1 and entropy/mean against rollout/gen_tokens_total: runs at equal
+  generation compute (a dynamic-sampling step generates more than a plain one)
 * ``summary.md``          the runs table (also printed): the swept values, status, steps, final accuracy,
   final and minimum entropy, final pass@1; then a table per run: steps, first/last/best accuracy and
   pass@k, first/last/min entropy, correct/incorrect entropy, covariance, the law fit and its ceiling, the
@@ -54,6 +56,7 @@ from rlvr.report.plots import (
     PAIRED_FIGURE,
     SEEDS_FIGURE,
     plot_clip,
+    plot_compute,
     plot_covariance,
     plot_entropy,
     plot_entropy_hist,
@@ -89,6 +92,7 @@ __all__ = [
     "main",
     "make_report",
     "plot_clip",
+    "plot_compute",
     "plot_covariance",
     "plot_entropy",
     "plot_entropy_hist",
@@ -159,6 +163,7 @@ def write_report(runs: Sequence[Run], out_dir: Path) -> list[Path]:
         plot_covariance,
         plot_clip,
         plot_sweep,
+        plot_compute,
     )
     for name, plot in zip(FIGURES, plots, strict=True):
         plot(runs, out_dir / name)

@@ -26,6 +26,7 @@ FIGURES = (
     "covariance.png",
     "clip.png",
     "sweep.png",
+    "compute.png",
 )
 SEEDS_FIGURE = "seeds_curves.png"
 PAIRED_FIGURE = "seeds_paired.png"
@@ -388,6 +389,35 @@ def plot_sweep(runs: Sequence[Run], path: Path) -> None:
             fontsize="small",
         )
     _finish(fig, path)
+
+
+def _at_compute(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """`key`'s values against the tokens generated up to the end of their step (rollout/gen_tokens_total; 0 at
+    step 0, the baseline evaluation); steps without the total are left out."""
+    steps, totals = run.series("rollout/gen_tokens_total")
+    total_at = {0: 0.0, **dict(zip(steps.tolist(), totals.tolist()))}
+    steps, values = run.series(key)
+    kept = [i for i, s in enumerate(steps.tolist()) if s in total_at]
+    return np.array([total_at[steps[i]] for i in kept]), values[kept]
+
+
+def plot_compute(runs: Sequence[Run], path: Path) -> None:
+    """Held-out pass@1 and mean entropy against the tokens generated so far: runs compared at equal generation
+    compute, not at equal steps (dynamic sampling's refill rounds make a step cost more)."""
+    fig, (ax_eval, ax_entropy) = _new_figure(nrows=2, height=3.4, step_axis=False)
+    for ax, key in ((ax_eval, "eval/pass@1"), (ax_entropy, "entropy/mean")):
+        for run, color in zip(runs, _colors(len(runs))):
+            tokens, values = _at_compute(run, key)
+            if len(tokens):
+                ax.plot(tokens, values, marker="o" if key.startswith("eval/") else None, markersize=3,
+                        color=color, label=run.label)  # fmt: skip
+        if ax.lines:
+            ax.grid(alpha=0.3)
+            _legend(ax)
+        else:
+            _no_data(ax, f"{key} with rollout/gen_tokens_total")
+    ax_eval.set(title="At equal generation compute", xlabel="tokens generated", ylabel="eval/pass@1")
+    _finish(fig, path, ax_entropy, ylabel="entropy/mean (nats per token)", xlabel="tokens generated")
 
 
 def plot_seed_curves(report: SeedReport, path: Path) -> None:
