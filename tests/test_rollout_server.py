@@ -27,7 +27,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_distributed import SHARD_ON_CPU, launch
 
-from rlvr.cli.rollout_server import _flags, build_parser, vllm_serve_argv
+from rlvr.cli.rollout_server import (
+    KEEP_ALIVE_S,
+    _flags,
+    build_parser,
+    set_server_environment,
+    vllm_serve_argv,
+)
 from rlvr.config import ConfigError, RLVRConfig, RolloutConfig, register_configs, validate
 from rlvr.data import synthetic
 from rlvr.rollout import server_transfer
@@ -342,3 +348,15 @@ def test_launched_server_command_carries_the_rollout_settings(tmp_path, monkeypa
     assert (
         not {*launcher, "ACCELERATE_MIXED_PRECISION"} & set(seen["env"]) and seen["env"]["RLVR_KEEP"] == "1"
     )
+
+
+def test_the_server_keeps_idle_connections_across_a_learner_step():
+    """vLLM closes an idle connection after 5 s by default, and a request sent on it as it closes is reset (a
+    three-step test run failed so): the server keeps them an hour, unless the user chose otherwise."""
+    env: dict[str, str] = {}
+    set_server_environment(env)
+    assert env == {"VLLM_SERVER_DEV_MODE": "1", "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": KEEP_ALIVE_S}
+    assert int(KEEP_ALIVE_S) >= 600
+    mine = {"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "30"}
+    set_server_environment(mine)
+    assert mine["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "30"

@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import MutableMapping
 
 from rlvr.config import RolloutConfig
 
@@ -76,6 +77,19 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
+# seconds an idle HTTP connection is kept open (vLLM's default: 5). The trainer's client reuses one pooled
+# connection per thread across a whole learner step; a server that closes it just as the next step's request is
+# sent resets that request ("Connection reset by peer": seen in a test whose steps took about 5 s).
+KEEP_ALIVE_S = "3600"
+
+
+def set_server_environment(env: MutableMapping[str, str]) -> None:
+    """The variables vLLM reads at import: the RLHF weight-update routes on, and idle connections kept
+    KEEP_ALIVE_S seconds unless the user set VLLM_HTTP_TIMEOUT_KEEP_ALIVE."""
+    env["VLLM_SERVER_DEV_MODE"] = "1"
+    env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", KEEP_ALIVE_S)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """rlvr's own flags (the trainer launches the server with them); the others are `vllm serve`'s."""
     defaults = RolloutConfig()
@@ -103,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.parent_pid is not None:  # first: vLLM's start-up alone takes half a minute on a few cores
         _exit_with_parent(args.parent_pid)
 
-    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # the RLHF weight-update routes
+    set_server_environment(os.environ)
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
