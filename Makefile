@@ -3,12 +3,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rlvr-installed
 
-# `make lab`: the entropy lab (docs/ENTROPY_LAB.md), every method under every seed, then its report
-LAB_METHODS ?= grpo,dapo,forking_tokens,prorl,clip_cov,kl_cov
-LAB_SEEDS ?= 0,1,2
+# `make lab`: the entropy lab (docs/ENTROPY_LAB.md), its arms under paired seeds, then its report and verdicts.
+# `make lab-long`: every arm, more seeds, twice the steps.
+LAB_ARMS ?= base,clip_higher,top20,bottom80,entropy_bonus,eval_seed
+LAB_SEEDS ?= 0,1,2,3
+LAB_STEPS ?= 40
 LAB_DIR ?= runs/lab
+LAB_LONG_ARMS = base,clip_higher,top20,bottom80,entropy_bonus,eval_seed,dynamic_sampling,seq_mean,no_clip,clip_cov,kl_cov,kl,kl_reset
 
-.PHONY: install test quickstart lab lint format clean
+.PHONY: install test quickstart lab lab-long lint format clean
 
 install: $(STAMP)
 
@@ -24,8 +27,12 @@ quickstart: install
 	$(BIN)/rlvr-report runs/quickstart
 
 lab: install
-	$(BIN)/rlvr-train -m experiment=lab lab=$(LAB_METHODS) trainer.seed=$(LAB_SEEDS) hydra.sweep.dir=$(LAB_DIR)
+	$(BIN)/rlvr-train -m experiment=lab lab=$(LAB_ARMS) trainer.seed=$(LAB_SEEDS) trainer.total_steps=$(LAB_STEPS) \
+		trainer.save_every=$(LAB_STEPS) hydra.sweep.dir=$(LAB_DIR)
 	$(BIN)/rlvr-report $(LAB_DIR)
+
+lab-long:
+	$(MAKE) lab LAB_ARMS=$(LAB_LONG_ARMS) LAB_SEEDS=0,1,2,3,4,5,6,7 LAB_STEPS=80 LAB_DIR=runs/lab-long
 
 lint: install
 	$(BIN)/ruff check rlvr tests scripts benchmarks

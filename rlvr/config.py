@@ -69,7 +69,7 @@ class ModelConfig:
     # with HF_HUB_OFFLINE=1; rlvr/model_source.py)
     path: str = MISSING
     revision: str | None = None  # a hub id's branch, tag or commit (null: main)
-    # an embedded model (rlvr.tiny_model.TASKS: "tiny-addition", the quickstart's; "tiny-chain", the entropy
+    # an embedded model (rlvr.tiny_model.TASKS: "tiny-addition", the quickstart's; "tiny-fork", the entropy
     # lab's): its shipped weights and data splits are installed at `path`'s parent if missing
     builtin: str | None = None
     dtype: str = "float32"  # learner weights: float32 | bfloat16 (fp32 master weights kept by the optimizer)
@@ -80,7 +80,7 @@ class ModelConfig:
 def _check_model(m: ModelConfig) -> None:
     """model's values; whether model.path exists is `_check_paths`'s."""
     _one_of(m.dtype, ("float32", "bfloat16"), "model.dtype")
-    _one_of(m.builtin, (None, "tiny-addition", "tiny-chain"), "model.builtin")
+    _one_of(m.builtin, (None, "tiny-addition", "tiny-fork"), "model.builtin")
 
 
 @dataclass

@@ -71,13 +71,22 @@ def check_kl(k: KLConfig) -> None:
 @dataclass
 class EntropyMaskConfig:
     top_frac: float | None = (
-        None  # keep only the top fraction of tokens by entropy in the PG loss (0.2 = 80/20)
+        None  # the policy gradient on the top fraction of tokens by entropy (0.2 = 80/20)
     )
+    # top: those top_frac tokens (the paper's method); bottom: every other response token, the 1 - top_frac of
+    # lowest entropy (the paper's "bottom 80%" ablation, Wang et al. 2025 Table 1)
+    keep: str = "top"
 
 
 def check_entropy_mask(m: EntropyMaskConfig) -> None:
     f = m.top_frac
     require(f is None or 0 < f <= 1, "algo.entropy_mask.top_frac", f"must be in (0, 1] or null, got {f}")
+    require(m.keep in ("top", "bottom"), "algo.entropy_mask.keep", f"must be top or bottom, got {m.keep!r}")
+    require(
+        m.keep == "top" or (f is not None and f < 1),
+        "algo.entropy_mask.keep",
+        f"bottom keeps the tokens below the top_frac quantile: set algo.entropy_mask.top_frac in (0, 1), got {f}",
+    )
 
 
 @dataclass

@@ -57,6 +57,9 @@ class EvalConfig:
     n: int | None = None  # samples per prompt (default max(k))
     at_start: bool = True  # evaluate before the first step too
     temperature: float | None = None  # default: rollout.temperature
+    # the name of the evaluation's sampler seed stream (with trainer.seed): another name draws other samples from
+    # the same policies, and changes nothing else in the run (the entropy lab's negative control)
+    seed_stream: str = "eval"
     # named evaluation sets (each an EvalSetConfig's keys), each logged as eval/<name>/pass@<k>; eval/pass@<k> is
     # then their mean (over the sets that have that k). The held-out split of data.eval_files / data.eval_dataset,
     # if any, is one more set named "heldout" (HELDOUT); empty: that split alone, logged as eval/pass@<k>. Untyped

@@ -45,14 +45,16 @@ class ForkingTokens:
     sum, tau_rho^B the (1 - top_frac) entropy quantile of the whole rollout batch B."""
 
     top_frac: float
+    bottom: bool = False  # the complement instead: the 1 - top_frac of lowest entropy (the paper's ablation)
     needs_entropy = True
 
     def mask(self, entropy: Tensor | None, response_mask: Tensor) -> Tensor:
         """entropy, response_mask: [N, L] of the whole batch -> bool [N, L], the top_frac of the response tokens
-        by entropy. The learner takes the entropies of the policy that sampled the batch (pi_old) once per update:
+        by entropy (with `bottom`, every other response token). The learner takes the entropies of the policy that sampled the batch (pi_old) once per update:
         the same token set in every mini-batch and epoch, as the paper's tau^B_rho is a quantile of the batch B,
         not of a mini-batch under a policy that has already moved."""
-        return algo.top_entropy_mask(entropy, response_mask, self.top_frac)
+        top = algo.top_entropy_mask(entropy, response_mask, self.top_frac)
+        return response_mask.bool() & ~top if self.bottom else top
 
 
 PgTokens = AllTokens | ForkingTokens
@@ -181,7 +183,9 @@ class Objective:
 def build_objective(cfg: AlgoConfig) -> Objective:
     """The components that `algo.entropy_mask.top_frac` and `algo.cov.mode` (null | clip_cov | kl_cov) name."""
     top_frac = cfg.entropy_mask.top_frac
-    pg_tokens = AllTokens() if top_frac is None else ForkingTokens(top_frac)
+    pg_tokens = (
+        AllTokens() if top_frac is None else ForkingTokens(top_frac, cfg.entropy_mask.keep == "bottom")
+    )
     if cfg.cov.mode is None:
         policy_loss = PPOClip(cfg.clip)
     elif cfg.cov.mode in COV_LOSSES:

@@ -3,7 +3,8 @@
 No model can be downloaded here, so the project builds its own, one per TASKS entry (`model.builtin`):
 
     tiny-addition   two-digit addition (rlvr.data.synthetic), the quickstart's default
-    tiny-chain      three numbers added in two steps, with forks (rlvr.data.chain), the entropy lab's
+    tiny-fork       two-digit addition with a common shortcut and a rare right method (rlvr.data.fork), the
+                    entropy lab's
 
 `build_tiny_assets(out_dir, task)` writes
 
@@ -37,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rlvr.data import chain, synthetic
+from rlvr.data import fork, synthetic
 from rlvr.hashing import file_sha256
 
 EOS, PAD, BOXED = "<|endoftext|>", "<|pad|>", "\\boxed{"
@@ -61,14 +62,19 @@ class TinyTask:
     recipe: int
     description: str
     num_layers: int
-    target_accuracy: float  # where the warm start stops: held-out accuracy at temperature 1
+    target_accuracy: (
+        float | None
+    )  # where the warm start stops: held-out accuracy at temperature 1 (None: max_sft_steps)
     max_sft_steps: int
     check_every: int
     splits: Callable[[], tuple[list, list]]  # (train, held_out) problems
-    teacher_batch: Callable[[list, random.Random, int], list[tuple[str, str]]]  # (question, completion) pairs
+    # (train, rng, n, step) -> n (question, completion) pairs for warm-start step `step`
+    teacher_batch: Callable[[list, random.Random, int, int], list[tuple[str, str]]]
     solutions: Callable[[object], tuple[str, list[str]]]  # a problem's question and all its right completions
     write_splits: Callable[[Path], None]
     info: dict = field(default_factory=dict)  # recorded in build.json
+    # (model, tokenizer, held_out) -> more of the built model's measurements for build.json
+    diagnose: Callable[[object, object, list], dict] | None = None
 
     @property
     def shipped(self) -> Path:
@@ -80,13 +86,16 @@ TASKS = {
     for task in (
         TinyTask(
             "tiny-addition", 3, "two-digit addition, noisy teacher", 2, 0.20, 10_000, 250,
-            synthetic.addition_splits, synthetic.teacher_batch, synthetic.solutions, synthetic.write_splits,
+            synthetic.addition_splits, lambda train, rng, n, step: synthetic.teacher_batch(train, rng, n),
+            synthetic.solutions, synthetic.write_splits,
             {"p_correct": 0.35},
         ),
         TinyTask(
-            "tiny-chain", 1, "three two-digit numbers added in two steps, three orders, slips on carries", 4,
-            0.15, 6_000, 250, chain.chain_splits, chain.teacher_batch, chain.solutions, chain.write_splits,
-            {"slip_base": chain.SLIP_BASE, "slip_per_carry": chain.SLIP_PER_CARRY},
+            "tiny-fork", 1, "two-digit addition: a shortcut that drops the carry, a rare column method", 4,
+            None, 2_000, 250, fork.fork_splits, fork.teacher_batch, fork.solutions, fork.write_splits,
+            {"p_column": fork.P_COLUMN, "warm_column": fork.WARM_COLUMN, "warm_steps": fork.WARM_STEPS,
+             "shortcut_slip": fork.SHORTCUT_SLIP, "column_slip": fork.COLUMN_SLIP},
+            lambda model, tokenizer, held_out: fork_diagnosis(model, tokenizer, held_out),
         ),
     )
 }  # fmt: skip
@@ -152,10 +161,40 @@ def _batch(seqs: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor
     return x, completion
 
 
+def _logps(model, tokenizer, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob of each token [N, T-1] in float64, completion mask [N, T-1]) of (question, completion) pairs,
+    teacher-forced."""
+    x, completion = _batch([_sequence(tokenizer, q, c) for q, c in pairs], tokenizer.pad_token_id)
+    logp = F.log_softmax(model(x).logits[:, :-1].double(), dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1)
+    return logp.masked_fill(~completion[:, 1:], 0.0), completion[:, 1:]
+
+
+@torch.no_grad()
+def fork_diagnosis(model, tokenizer, held_out: list) -> dict:
+    """The fork task's starting point (rlvr.data.fork), on the held-out problems at temperature 1: the
+    probability that an answer starts with the column method, that a column answer so started is carried out
+    without a slip, and that an answer on the no-carry subset is the right shortcut."""
+    model.eval()
+    right_column = [
+        fork.column(x, y, x % 10 + y % 10, x // 10 + y // 10 + fork.carries(x, y)) for x, y in held_out
+    ]
+    logp, mask = _logps(model, tokenizer, [(fork.question(*p), c) for p, c in zip(held_out, right_column)])
+    first = mask.float().argmax(-1)  # the first completion position of each row
+    p_first = logp.gather(-1, first[:, None]).squeeze(-1).exp()
+    p_rest = (logp.sum(-1) - logp.gather(-1, first[:, None]).squeeze(-1)).exp()
+    nocarry = [p for p in held_out if not fork.carries(*p)]
+    sc, _ = _logps(model, tokenizer, [(fork.question(x, y), fork.shortcut(x + y)) for x, y in nocarry])
+    return {
+        "heldout_p_column_first": round(p_first.mean().item(), 4),
+        "heldout_p_column_right_given_started": round(p_rest.mean().item(), 4),
+        "heldout_nocarry_p_shortcut_right": round(sc.sum(-1).exp().mean().item(), 4),
+    }
+
+
 @torch.no_grad()
 def expected_accuracy(model, tokenizer, problems: list, task: TinyTask = ADDITION) -> float:
     """Mean over problems of the probability of sampling one of its right completions at temperature 1 (exact,
-    by teacher forcing each of them; for the chain task a lower bound, which leaves out chains whose slips
+    by teacher forcing each of them; for the fork task a lower bound, which leaves out answers whose slips
     cancel)."""
     model.eval()
     owners, seqs = [], []
@@ -173,7 +212,7 @@ def expected_accuracy(model, tokenizer, problems: list, task: TinyTask = ADDITIO
 def warm_start(
     model,
     tokenizer,
-    teacher_batch: Callable[[random.Random, int], list[tuple[str, str]]],
+    teacher_batch: Callable[[random.Random, int, int], list[tuple[str, str]]],
     max_steps: int,
     seed: int,
     done=None,
@@ -186,7 +225,7 @@ def warm_start(
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     for step in range(max_steps):
         model.train()
-        seqs = [_sequence(tokenizer, q, c) for q, c in teacher_batch(rng, 64)]
+        seqs = [_sequence(tokenizer, q, c) for q, c in teacher_batch(rng, 64, step)]
         x, completion = _batch(seqs, tokenizer.pad_token_id)
         loss_mask = completion.float()
         logits = model(x).logits[:, :-1]
@@ -278,7 +317,7 @@ def build_tiny_assets(
     done = None
     if target_accuracy is not None:
         done = lambda m: expected_accuracy(m, tokenizer, held_out, task) >= target_accuracy  # noqa: E731
-    teacher = lambda rng, n: task.teacher_batch(train, rng, n)  # noqa: E731
+    teacher = lambda rng, n, step: task.teacher_batch(train, rng, n, step)  # noqa: E731
     steps = warm_start(model, tokenizer, teacher, max_sft_steps, seed, done, check_every)
     accuracy = expected_accuracy(model, tokenizer, held_out, task)
     if target_accuracy is not None and accuracy < target_accuracy:
@@ -306,6 +345,7 @@ def build_tiny_assets(
         "sft_steps": steps,
         "parameters": sum(p.numel() for p in model.parameters()),
         "heldout_expected_accuracy_t1": round(accuracy, 4),
+        **(task.diagnose(model, tokenizer, held_out) if task.diagnose else {}),
         "built_on": f"{_cpu_name()}, torch {torch.__version__}",
         "build_seconds": round(time.time() - started, 1),
     }

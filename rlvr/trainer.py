@@ -421,7 +421,7 @@ class Trainer:
     def evaluate(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
         # the same seed at every evaluation: differences between evaluations come from the policy, not the draw
-        seed = derive_seed(self.cfg.trainer.seed, "eval")
+        seed = derive_seed(self.cfg.trainer.seed, self.cfg.eval.seed_stream)
         result = evaluate_sets(self.engine, self.verifier, self.prep.eval_sets, seed)
         result["timing/eval_s"] = time.perf_counter() - started
         self.law.observe_eval(step, result.get("eval/pass@1"))  # paired with the next step's entropy

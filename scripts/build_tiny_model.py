@@ -1,7 +1,7 @@
 """Build an embedded model: tokenizer, warm-started tiny Qwen2 model and its task's data splits.
 
 python scripts/build_tiny_model.py [--task tiny-addition] [--out $RLVR_CACHE_DIR/<task>] [--target-accuracy A]
-python scripts/build_tiny_model.py --task tiny-chain --ship    # rebuild the copy shipped in rlvr/assets/<task>
+python scripts/build_tiny_model.py --task tiny-fork --ship    # rebuild the copy shipped in rlvr/assets/<task>
 
 The trainer installs the shipped copy on first use; a build of your own replaces it in the cache until the
 recipe changes (rlvr.tiny_model.TASKS[task].recipe).

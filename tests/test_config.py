@@ -173,6 +173,8 @@ REJECTED = [
     ("algo.group_size", _set("algo.group_size", 1)),
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 0.0)),
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 1.5)),
+    ("algo.entropy_mask.keep", _set("algo.entropy_mask.keep", "middle")),
+    ("algo.entropy_mask.keep", _set("algo.entropy_mask.keep", "bottom")),  # with no top_frac to complement
     ("rollout.backend", _set("rollout.backend", "sglang")),
     ("rollout.tis_cap", _set("rollout.tis_cap", 0.5)),
     ("algo.loss_agg", _set("algo.loss_agg", "seq_sum")),

@@ -99,6 +99,18 @@ def test_forking_tokens_keep_the_top_fraction_by_entropy_and_all_tokens_keep_the
     assert AllTokens().mask(None, resp) is resp
 
 
+def test_the_bottom_ablation_keeps_every_other_response_token():
+    """The 80/20 paper's bottom-80% arm: of 5 response tokens, top_frac 0.2 marks ceil(1) = 1 (entropy 0.9);
+    bottom keeps the other 4 and never the prompt position."""
+    entropy = torch.tensor([[0.5, 0.1, 0.9, 0.3, 0.2, 0.4]])
+    resp = torch.tensor([[False, True, True, True, True, True]])
+    assert ForkingTokens(0.2, bottom=True).mask(entropy, resp).tolist() == [
+        [False, True, False, True, True, True]
+    ]
+    cfg = AlgoConfig(entropy_mask=EntropyMaskConfig(0.2, keep="bottom"))
+    assert build_objective(cfg).pg_tokens == ForkingTokens(0.2, bottom=True)
+
+
 # ---- the entropy regulariser ------------------------------------------------------------------------------
 
 

@@ -40,6 +40,12 @@ equal, with at least two different ``trainer.seed`` in their config.yaml; ``rlvr
   (pass@1 at zero entropy) of R = -a exp(H) + b fitted on the first 25% of each run's steps ("n/a" with fewer
   than 3 points there), and the final eval/pass@K
 
+An entropy-lab sweep (runs whose overrides name ``lab=<arm>``; docs/ENTROPY_LAB.md) also gets the section
+``## Lab verdicts`` (each pre-registered contrast of ``rlvr.report.lab`` whose two arms ran, judged by
+``rlvr.report.verdict``'s rule; the narrowing table; the entropy law's prediction error per arm) and
+``lab_verdicts.png`` (per contrast, the per-seed paired differences, their mean and 95% interval, the minimal
+effect's band and the line at 0).
+
 The figures are drawn in ``rlvr.report.plots``, the tables made in ``rlvr.report.tables`` from the runs that
 ``rlvr.report.runs`` loads; this module writes them and is the command.
 """
@@ -51,8 +57,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlvr.report.lab import lab_section
 from rlvr.report.plots import (
     FIGURES,
+    LAB_FIGURE,
     PAIRED_FIGURE,
     SEEDS_FIGURE,
     plot_clip,
@@ -62,6 +70,7 @@ from rlvr.report.plots import (
     plot_entropy_hist,
     plot_entropy_law,
     plot_entropy_outcome,
+    plot_lab_verdicts,
     plot_paired_differences,
     plot_passk,
     plot_reward,
@@ -130,11 +139,14 @@ def seeds_section(seeds: SeedReport) -> str:
 def write_summary(
     runs: Sequence[Run], path: Path, seeds: SeedReport | None = None, paired: bool = False
 ) -> None:
-    """summary.md: the runs table, the seeds section when ``seeds`` is given, a table per run, the figures
-    (``paired``: the two settings' paired differences were drawn)."""
+    """summary.md: the runs table, the entropy lab's verdicts for a lab sweep, the seeds section when ``seeds``
+    is given, a table per run, the figures (``paired``: the two settings' paired differences were drawn)."""
+    lab = lab_section(runs, LAB_FIGURE)
     figures = [*FIGURES, *([SEEDS_FIGURE] if seeds is not None else []), *([PAIRED_FIGURE] if paired else [])]
+    figures += [LAB_FIGURE] if lab is not None else []
     parts = ["# rlvr report", "", f"Runs: {'; '.join(r.label for r in runs)}", ""]
     parts += ["## Runs", "", runs_table(runs)]
+    parts += [lab] if lab is not None else []
     parts += [seeds_section(seeds)] if seeds is not None else []
     parts += [summarize_run(run) for run in runs]
     parts += ["## Figures", ""] + [f"![{name}]({name})\n" for name in figures]
@@ -174,6 +186,8 @@ def write_report(runs: Sequence[Run], out_dir: Path) -> list[Path]:
         written.append(out_dir / SEEDS_FIGURE)
         if plot_paired_differences(seeds, out_dir / PAIRED_FIGURE):
             written.append(out_dir / PAIRED_FIGURE)
+    if plot_lab_verdicts(runs, out_dir / LAB_FIGURE):
+        written.append(out_dir / LAB_FIGURE)
     write_summary(runs, out_dir / "summary.md", seeds, paired=PAIRED_FIGURE in {p.name for p in written})
     written.append(out_dir / "summary.md")
     return written

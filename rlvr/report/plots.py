@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlvr.report.lab import verdicts
 from rlvr.report.runs import Run, pass_k_sort
 from rlvr.report.seeds import SeedReport, paired_differences, seed_band
 from rlvr.report.tables import fmt
@@ -30,6 +31,7 @@ FIGURES = (
 )
 SEEDS_FIGURE = "seeds_curves.png"
 PAIRED_FIGURE = "seeds_paired.png"
+LAB_FIGURE = "lab_verdicts.png"  # drawn only for an entropy-lab sweep (rlvr.report.lab)
 _METRIC_STYLES = ("-", "--", ":", "-.")
 
 
@@ -483,5 +485,34 @@ def plot_paired_differences(report: SeedReport, path: Path) -> bool:
         ci = f"[{fmt(iv.low)}, {fmt(iv.high)}]" if iv.n >= 2 else "n/a"
         ax.set(title=f"{pm.metric} final: mean {fmt(iv.mean)}, 95% CI {ci}, n {iv.n}")
     axes[-1].set_xlabel(f"paired difference, ({second}) - ({first})")
+    _finish(fig, path)
+    return True
+
+
+def plot_lab_verdicts(runs: Sequence[Run], path: Path) -> bool:
+    """The entropy lab's contrasts (``rlvr.report.lab.verdicts``), a panel each: a dot per seed at its paired
+    difference, the mean with its 95% interval, the band of ± the minimal effect and the line at 0, titled with
+    the verdict. Returns False (nothing written) when no contrast's two arms ran."""
+    rows = verdicts(runs)
+    if not rows:
+        return False
+    fig, axes = _new_figure(nrows=len(rows), height=1.6, step_axis=False)
+    for ax, (lc, row, diffs) in zip(axes, rows):
+        m = lc.contrast.minimal_effect
+        ax.axvspan(-m, m, color="grey", alpha=0.15)
+        ax.axvline(0.0, color="grey", linewidth=1)
+        ax.scatter(diffs, [0] * len(diffs), color="tab:blue", zorder=3)
+        if row.n >= 2:
+            ax.errorbar(
+                [row.mean_diff], [1], xerr=[[row.mean_diff - row.ci_low], [row.ci_high - row.mean_diff]], fmt="D",
+                color="tab:red", capsize=4, zorder=3,
+            )  # fmt: skip
+        ax.set_yticks([0, 1], ["seeds", "mean, 95% CI"])
+        ax.set_ylim(-0.7, 1.7)
+        ax.grid(alpha=0.3, axis="x")
+        ax.set_title(
+            f"{lc.contrast.name} ({lc.treatment} − {lc.control}, {lc.contrast.metric}): {row.verdict}",
+            fontsize=9,
+        )
     _finish(fig, path)
     return True
