@@ -144,9 +144,13 @@ class RolloutConfig:
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 256
     ignore_eos: bool = False  # sample past EOS: every completion is max_new_tokens long (benchmarks)
-    # truncated importance sampling: weight each token's policy loss by min(pi_learner / pi_rollout, tis_cap),
-    # correcting for the sampler's numerics differing from the learner's (null = off)
+    # importance weights for the sampler/learner gap (rlvr.algo.sampler_is_weights, docs/ALGORITHMS.md): is_mode
+    # null (off) | token_truncate | token_mask | sequence_truncate | sequence_mask | icepop, with is_cap (the
+    # truncate and mask modes' bound) and icepop_bounds [low, high]; tis_cap: C is short for token_truncate at C
     tis_cap: float | None = None
+    is_mode: str | None = None
+    is_cap: float = 3.0
+    icepop_bounds: list[float] = field(default_factory=lambda: [0.5, 5.0])
     # vLLM engine settings (ignored by the hf backend)
     gpu_memory_utilization: float = 0.3
     tensor_parallel_size: int = 1
@@ -163,6 +167,24 @@ class RolloutConfig:
     server_start_timeout_s: float = 600.0  # how long to wait for the server to answer
 
 
+def _check_is_correction(r: RolloutConfig) -> None:
+    from rlvr.algo.policy_loss import IS_MODES
+
+    _one_of(r.is_mode, (None, *IS_MODES), "rollout.is_mode")
+    _require(
+        r.tis_cap is None or r.is_mode is None,
+        "rollout.tis_cap",
+        f"is short for rollout.is_mode=token_truncate: set it or rollout.is_mode ({r.is_mode}), not both",
+    )
+    _require(r.is_cap >= 1, "rollout.is_cap", f"must be >= 1, got {r.is_cap}")
+    b = r.icepop_bounds
+    _require(
+        len(b) == 2 and 0 < b[0] <= 1 <= b[1],
+        "rollout.icepop_bounds",
+        f"must be [low, high] with 0 < low <= 1 <= high, got {list(b)}",
+    )
+
+
 def _check_rollout(r: RolloutConfig) -> None:
     _one_of(r.backend, ("hf", "vllm"), "rollout.backend")
     _require(r.temperature > 0, "rollout.temperature", f"must be > 0, got {r.temperature}")
@@ -174,6 +196,7 @@ def _check_rollout(r: RolloutConfig) -> None:
         "rollout.tis_cap",
         f"must be >= 1 or null (off), got {r.tis_cap}",
     )
+    _check_is_correction(r)
     _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
     _one_of(r.mode, ("colocated", "server"), "rollout.mode")
     if r.mode == "server":

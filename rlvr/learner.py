@@ -146,14 +146,14 @@ class Learner:
         learner: LearnerConfig,
         temperature: float,
         total_steps: int,
-        tis_cap: float | None = None,
+        is_correction: algo.ISCorrection | None = None,
         max_new_tokens: int | None = None,
     ):
         self.accelerator = accelerator
         # rollout.max_new_tokens: the constant normaliser of the Dr. GRPO aggregation (seq_mean_token_sum_norm)
         self.max_new_tokens = max_new_tokens
-        # rollout.tis_cap: truncated importance sampling against the sampler's logprobs (None = off)
-        self.tis_cap = tis_cap
+        # rollout.is_mode / tis_cap: importance weights against the sampler's log-probs (None = off)
+        self.is_correction = is_correction
         self.algo = algo_cfg
         self.cfg = learner
         self.optim_cfg = optim
@@ -448,11 +448,11 @@ class Learner:
         pg, info = policy_loss.loss(logp, old, prep.adv[idx], sel)
         m = prep.pg_mask[idx]
         sums.cov_kl_abs += policy_loss.selected_abs_kl(info, sel)
-        if self.tis_cap is not None:
-            tis = algo.tis_weights(old, prep.rollout_logp[idx], self.tis_cap)
-            pg = pg * tis
-            sums.tis_weight += tis[m].sum().item()
-            sums.tis_capped += (tis[m] == self.tis_cap).sum().item()
+        if self.is_correction is not None:
+            w, acted = self.is_correction.weights(old, prep.rollout_logp[idx], prep.resp[idx])
+            pg = pg * w
+            sums.tis_weight += w[m].sum().item()
+            sums.tis_capped += (acted & m).sum().item()
         pg_loss = loss = (pg * w_pg[rows]).sum()
         # logged: the mean over the optimizer steps of each step's loss
         sums.loss_policy += loss.item() / prep.n_updates
@@ -498,7 +498,7 @@ class Learner:
         if prep.ref_logp is not None:
             metrics["kl/ref"] = sums.kl_ref
             metrics["kl/grad_share"] = kl_grad_share(tally.grad_sq, self.accelerator.device)
-        if self.tis_cap is not None:
+        if self.is_correction is not None:
             metrics["rollout/tis_weight_mean"] = sums.tis_weight / n_pg
             metrics["rollout/tis_clip_frac"] = sums.tis_capped / n_pg
         # the selection counts are every rank's already

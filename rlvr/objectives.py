@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from rlvr import algo
-from rlvr.config import AlgoConfig, ClipConfig, CovConfig
+from rlvr.config import AlgoConfig, ClipConfig, CovConfig, RolloutConfig
 from rlvr.config_algo import EntropyRegConfig
 from rlvr.errors import ConfigError
 
@@ -178,6 +178,16 @@ class Objective:
         """Whether the whole batch's pi_old log-probs/entropies must be known before the first step: for the
         forking-token quantile, or for a covariance selection."""
         return self.pg_tokens.needs_entropy or self.policy_loss.selects
+
+
+def sampler_correction(r: RolloutConfig) -> algo.ISCorrection | None:
+    """The importance weights for the sampler/learner gap that rollout.is_mode (or its short form, tis_cap) names;
+    None: off."""
+    if r.tis_cap is not None:
+        return algo.ISCorrection("token_truncate", cap=r.tis_cap)
+    if r.is_mode is None:
+        return None
+    return algo.ISCorrection(r.is_mode, r.is_cap, *r.icepop_bounds)
 
 
 def build_objective(cfg: AlgoConfig) -> Objective:

@@ -40,6 +40,7 @@ from rlvr.metrics import (
     write_entropy_edges,
 )
 from rlvr.model_source import resolve_model
+from rlvr.objectives import sampler_correction
 from rlvr.pipeline import Collected, Sampled, collect, rollout_metrics, sample_groups, to_batch
 from rlvr.reward import TermFailureGuard, Verdict, build_reward_model, gold_problem, uses_math_golds
 from rlvr.rollout.base import SamplingParams
@@ -203,7 +204,7 @@ class Trainer:
             cfg.learner,
             cfg.rollout.temperature,
             cfg.trainer.total_steps,
-            tis_cap=cfg.rollout.tis_cap,
+            is_correction=sampler_correction(cfg.rollout),
             max_new_tokens=cfg.rollout.max_new_tokens,
         )
         log.info(

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rlvr.algo import aggregate_loss, loss_token_weights, ppo_clip_loss, tis_weights
+from rlvr.algo import aggregate_loss, loss_token_weights, ppo_clip_loss, sampler_is_weights
 
 EPS_LOW, EPS_HIGH = 0.2, 0.28  # DAPO clip-higher: ratio range [0.8, 1.28]
 
@@ -186,35 +186,64 @@ def test_aggregate_shape_mismatch():
         aggregate_loss(LOSS[:, :2], MASK, "token_mean")
 
 
-# ---- truncated importance sampling ---------------------------------------------------------------------
+# ---- importance weights for the sampler gap ------------------------------------------------------------------
+
+OLD = torch.tensor([[-1.0, -1.0, -2.0, 0.0]])
+ROLLOUT = torch.tensor([[-1.5, -1.2, -1.0, 0.0]])
+RESP = torch.tensor([[True, True, True, False]])  # the last position is the prompt's / padding
 
 
-def test_tis_weights_by_hand():
-    old = torch.tensor([[-1.0, -1.0, -2.0, 0.0]])
-    rollout = torch.tensor([[-1.5, -1.2, -1.0, 0.0]])
-    # exp(-1.0 - -1.5) = exp(0.5) = 1.6487 -> capped at 1.5; exp(0.2) = 1.2214 under the cap;
-    # exp(-2.0 - -1.0) = exp(-1) = 0.3679 (never raised to 1); equal logprobs (e.g. padding) -> exp(0) = 1
-    w = tis_weights(old, rollout, cap=1.5)
-    assert_close(w, torch.tensor([[1.5, math.exp(0.2), math.exp(-1.0), 1.0]]))
-    assert (w == 1.5).tolist() == [[True, False, False, False]]  # where the cap binds
-    assert_close(tis_weights(old, rollout, cap=2.0)[0, 0], torch.tensor(math.exp(0.5)))
+def test_token_truncate_is_tis_by_hand():
+    """exp(-1.0 - -1.5) = exp(0.5) = 1.6487 -> capped at 1.5; exp(0.2) = 1.2214 under the cap; exp(-1) = 0.3679
+    (never raised to 1); off the response: weight 0."""
+    w, acted = sampler_is_weights(OLD, ROLLOUT, RESP, "token_truncate", cap=1.5)
+    assert_close(w, torch.tensor([[1.5, math.exp(0.2), math.exp(-1.0), 0.0]]))
+    assert acted.tolist() == [[True, False, False, False]]  # where the cap binds
+    assert_close(
+        sampler_is_weights(OLD, ROLLOUT, RESP, "token_truncate", cap=2.0)[0][0, 0],
+        torch.tensor(math.exp(0.5)),
+    )
 
 
-def test_tis_weights_are_detached_and_finite():
+def test_token_mask_and_icepop_drop_what_truncation_caps():
+    """token_mask at cap 1.5 zeroes the 1.6487; IcePop in [0.5, 5] zeroes exp(-1) = 0.3679 < 0.5 instead and keeps
+    1.6487 and 1.2214 at their value (a mask keeps the ratio where it passes)."""
+    w, acted = sampler_is_weights(OLD, ROLLOUT, RESP, "token_mask", cap=1.5)
+    assert_close(w, torch.tensor([[0.0, math.exp(0.2), math.exp(-1.0), 0.0]]))
+    assert acted.tolist() == [[True, False, False, False]]
+    w, acted = sampler_is_weights(OLD, ROLLOUT, RESP, "icepop", low=0.5, high=5.0)
+    assert_close(w, torch.tensor([[math.exp(0.5), math.exp(0.2), 0.0, 0.0]]))
+    assert acted.tolist() == [[False, False, True, False]]
+
+
+def test_sequence_modes_multiply_a_sequences_ratios():
+    """Row 0: log-ratios 0.5 + 0.2 - 1.0 = -0.3 -> rho = 0.7408 on its 3 response tokens; row 1: 0.6 + 0.6 = 1.2
+    -> rho = 3.3201 > cap 3: truncated to 3, or masked to 0, on both its tokens."""
+    old = torch.cat([OLD, torch.tensor([[0.0, 0.0, -5.0, -5.0]])])
+    rollout = torch.cat([ROLLOUT, torch.tensor([[-0.6, -0.6, -5.0, -5.0]])])
+    resp = torch.cat([RESP, torch.tensor([[True, True, False, False]])])
+    w, acted = sampler_is_weights(old, rollout, resp, "sequence_truncate", cap=3.0)
+    r0 = math.exp(-0.3)
+    assert_close(w, torch.tensor([[r0, r0, r0, 0.0], [3.0, 3.0, 0.0, 0.0]]))
+    assert acted.tolist() == [[False] * 4, [True, True, False, False]]
+    w, acted = sampler_is_weights(old, rollout, resp, "sequence_mask", cap=3.0)
+    assert_close(w, torch.tensor([[r0, r0, r0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    assert acted.tolist() == [[False] * 4, [True, True, False, False]]
+
+
+def test_is_weights_are_detached_and_finite():
     old = torch.tensor([[0.0, -1.0]], requires_grad=True)
     rollout = torch.tensor([[-200.0, -1.0]], requires_grad=True)  # exp(200) overflows float32 -> capped
-    w = tis_weights(old, rollout, cap=3.0)
-    assert not w.requires_grad
-    assert w.tolist() == [[3.0, 1.0]]
+    resp = torch.ones(1, 2, dtype=torch.bool)
+    w, _ = sampler_is_weights(old, rollout, resp, "token_truncate", cap=3.0)
+    assert not w.requires_grad and w.tolist() == [[3.0, 1.0]]
+    assert sampler_is_weights(old, rollout, resp, "sequence_mask")[0].tolist() == [[0.0, 0.0]]
 
 
 @pytest.mark.parametrize(
-    ("old", "rollout", "cap", "match"),
-    [
-        (torch.zeros(2, 3), torch.zeros(2, 3), 0.9, "cap must be >= 1"),
-        (torch.zeros(2, 3), torch.zeros(2, 4), 2.0, "same shape"),
-    ],
+    ("rollout", "mode", "match"),
+    [(torch.zeros(1, 3), "token_truncate", "one shape"), (ROLLOUT, "tis", "mode")],
 )
-def test_tis_weights_bad_arguments(old, rollout, cap, match):
+def test_is_weights_bad_arguments(rollout, mode, match):
     with pytest.raises(ValueError, match=match):
-        tis_weights(old, rollout, cap)
+        sampler_is_weights(OLD, rollout, RESP, mode)

@@ -177,6 +177,10 @@ REJECTED = [
     ("algo.entropy_mask.keep", _set("algo.entropy_mask.keep", "bottom")),  # with no top_frac to complement
     ("rollout.backend", _set("rollout.backend", "sglang")),
     ("rollout.tis_cap", _set("rollout.tis_cap", 0.5)),
+    ("rollout.is_mode", _set("rollout.is_mode", "tis")),
+    ("rollout.tis_cap", _all(_set("rollout.tis_cap", 2.0), _set("rollout.is_mode", "sequence_mask"))),
+    ("rollout.is_cap", _set("rollout.is_cap", 0.9)),
+    ("rollout.icepop_bounds", _set("rollout.icepop_bounds", [2.0, 5.0])),
     ("algo.loss_agg", _set("algo.loss_agg", "seq_sum")),
     ("algo.kl.estimator", _set("algo.kl.estimator", "k4")),
     ("algo.num_minibatches", _all(_NO_MB, _set("algo.num_minibatches", 3))),  # 32 prompts: not whole groups

@@ -9,8 +9,9 @@ from margins import within
 
 from rlvr.algo import entropy_from_logits, logprobs_from_logits
 from rlvr.batch import RolloutBatch
-from rlvr.config import AlgoConfig, KLConfig, LearnerConfig, OptimConfig
+from rlvr.config import AlgoConfig, KLConfig, LearnerConfig, OptimConfig, RolloutConfig
 from rlvr.learner import Learner, lr_factor, response_logp_entropy
+from rlvr.objectives import sampler_correction
 
 
 def _plain(model, batch, temperature):
@@ -58,12 +59,13 @@ def test_lr_factor_warmup_then_cosine():
     assert lr_factor(100, 0, 8, "constant") == 1.0
 
 
-def _learner(model, micro_batch_size, adam_eps=1e-8, tis_cap=None, **algo_overrides):
+def _learner(model, micro_batch_size, adam_eps=1e-8, tis_cap=None, is_mode=None, **algo_overrides):
     # groups of 2: every test batch (4, 6, 8 rows) holds whole groups, the mini-batches split between them
     algo = AlgoConfig(**{"loss_agg": "token_mean", "group_size": 2, **algo_overrides})
     optim = OptimConfig(lr=1e-2, max_grad_norm=1e9, eps=adam_eps)
     learner_cfg = LearnerConfig(micro_batch_size=micro_batch_size)
-    return Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10, tis_cap=tis_cap)
+    correction = sampler_correction(RolloutConfig(tis_cap=tis_cap, is_mode=is_mode))
+    return Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10, is_correction=correction)
 
 
 def test_update_is_independent_of_micro_batch_size(tiny_model, tokenizer):
@@ -150,6 +152,22 @@ def test_tis_weights_scale_the_policy_loss(tiny_model, tokenizer, cap, weight, c
     assert metrics["rollout/tis_weight_mean"] == pytest.approx(weight, rel=1e-5)
     assert metrics["rollout/tis_clip_frac"] == clip_frac
     assert metrics["loss/policy"] == pytest.approx(weight * plain["loss/policy"], rel=1e-4)
+
+
+def test_sequence_mask_drops_sequences_whose_ratio_passes_the_cap(tiny_model, tokenizer):
+    """Every response token ln 2 less likely under the sampler: a sequence of n response tokens has rho = 2^n.
+    Under the default cap 3 the 1-token sequences keep weight 2 on their token; every longer one is masked. Here
+    lengths 1, 3, 5, 2, 4, 1, 3, 5: 2 of 24 tokens kept at 2 (weight mean 4 / 24), 22 masked."""
+    batch = rollout_batch(tokenizer, n=8)
+    lengths = batch.response_mask.sum(-1)
+    kept = lengths == 1
+    assert kept.any() and not kept.all()
+    shifted = _with_rollout_logp(batch, tiny_model, shift=math.log(2.0))
+    learner = _learner(copy.deepcopy(tiny_model), micro_batch_size=8, is_mode="sequence_mask")
+    metrics = learner.update(shifted).metrics
+    n = int(lengths.sum())
+    assert metrics["rollout/tis_weight_mean"] == pytest.approx(2.0 * int(lengths[kept].sum()) / n, rel=1e-5)
+    assert metrics["rollout/tis_clip_frac"] == pytest.approx(int(lengths[~kept].sum()) / n)
 
 
 def test_padding_fraction_counts_positions_of_each_micro_batch(tiny_model, tokenizer):

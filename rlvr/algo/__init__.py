@@ -12,17 +12,21 @@ from rlvr.algo.cov import (
 from rlvr.algo.entropy import entropy_from_logits, logprobs_from_logits, top_entropy_mask
 from rlvr.algo.kl import KL_ESTIMATORS, kl_penalty
 from rlvr.algo.policy_loss import (
+    IS_MODES,
     LOSS_AGG_MODES,
+    ISCorrection,
     aggregate_loss,
     loss_token_weights,
     ppo_clip_loss,
-    tis_weights,
+    sampler_is_weights,
 )
 from rlvr.algo.shaping import groups_with_signal, overlong_filter_mask, overlong_penalty
 
 __all__ = [
     "ADVANTAGE_MODES",
     "COV_MODES",
+    "IS_MODES",
+    "ISCorrection",
     "KL_ESTIMATORS",
     "LOSS_AGG_MODES",
     "aggregate_loss",
@@ -39,7 +43,7 @@ __all__ = [
     "overlong_filter_mask",
     "overlong_penalty",
     "ppo_clip_loss",
-    "tis_weights",
+    "sampler_is_weights",
     "token_covariance",
     "top_entropy_mask",
 ]

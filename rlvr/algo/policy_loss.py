@@ -1,6 +1,8 @@
-"""PPO-style clipped policy-gradient loss (GRPO/DAPO), truncated importance sampling, and loss aggregation."""
+"""PPO-style clipped policy-gradient loss (GRPO/DAPO), importance weights for the sampler gap, and loss aggregation."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -70,23 +72,66 @@ def ppo_clip_loss(
     return loss, info
 
 
-def tis_weights(old_logp: Tensor, rollout_logp: Tensor, cap: float) -> Tensor:
-    """Truncated importance sampling (TIS) weights for the rollout/learner mismatch.
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask", "icepop")
 
-    old_logp: [B, T] log-probabilities of the sampled tokens under the learner before the update (pi_learner);
-    rollout_logp: [B, T] the same tokens' log-probabilities reported by the sampler (pi_rollout).
-      w = min(exp(old_logp - rollout_logp), cap)     (detached: a correction factor, not a path for gradient)
-    The per-token policy loss is multiplied by w: tokens the sampler over-sampled relative to the learner get
-    weight < 1, under-sampled ones up to `cap`. The cap binds exactly where w == cap. cap must be >= 1.
-    An overflowing exp gives inf, and min(inf, cap) = cap: no NaN for finite inputs.
-    """
-    if old_logp.shape != rollout_logp.shape:
+
+def sampler_is_weights(
+    old_logp: Tensor,
+    rollout_logp: Tensor,
+    resp: Tensor,
+    mode: str,
+    cap: float = 3.0,
+    low: float = 0.5,
+    high: float = 5.0,
+) -> tuple[Tensor, Tensor]:
+    """Importance weights for the gap between the policy that sampled (pi_rollout) and the learner's (pi_old).
+
+    old_logp, rollout_logp: [B, T] the sampled tokens' log-probs under each; resp: [B, T] bool, the response
+    tokens (a sequence's ratio multiplies over them). With r_t = pi_old / pi_rollout = exp(old_t - rollout_t) and
+    a sequence's rho_i = exp(sum over its response tokens of (old_t - rollout_t)):
+
+      token_truncate      w_t = min(r_t, cap)                       (TIS, Yao et al. 2025)
+      token_mask          w_t = r_t if r_t <= cap else 0
+      sequence_truncate   w_t = min(rho_i, cap) on every token of sequence i
+      sequence_mask       w_t = rho_i if rho_i <= cap else 0        (TRL's default mode, cap 3)
+      icepop              w_t = r_t if low <= r_t <= high else 0    (IcePop: Ling team 2025; INTELLECT-3 Eq. 1)
+
+    Returns (w [B, T], acted [B, T] bool: the response tokens the rule truncated or masked), both detached and
+    zero / False off the response. E.g. one sequence with log-ratios (0.5, 0.5): token_truncate at cap 1.5 gives
+    (1.5, 1.5); sequence_mask at cap 3 gives rho = e = 2.718 on both; at cap 2, 0 on both."""
+    if not old_logp.shape == rollout_logp.shape == resp.shape:
         raise ValueError(
-            f"old_logp {tuple(old_logp.shape)} and rollout_logp {tuple(rollout_logp.shape)} must have the same shape"
+            f"old_logp {tuple(old_logp.shape)}, rollout_logp {tuple(rollout_logp.shape)} and resp "
+            f"{tuple(resp.shape)} must have one shape"
         )
-    if cap < 1:
-        raise ValueError(f"cap must be >= 1, got {cap}")
-    return torch.exp(old_logp.detach() - rollout_logp.detach()).clamp(max=cap)
+    if mode not in IS_MODES:
+        raise ValueError(f"mode must be one of {', '.join(IS_MODES)}, got {mode!r}")
+    resp = resp.bool()
+    log_ratio = (old_logp.detach() - rollout_logp.detach()).masked_fill(~resp, 0.0)
+    if mode.startswith("sequence"):
+        log_ratio = log_ratio.sum(-1, keepdim=True).expand_as(log_ratio)
+    ratio = torch.exp(log_ratio)  # an overflow is inf, which every rule below truncates or masks
+    if mode.endswith("truncate"):
+        acted = ratio > cap
+        w = ratio.clamp(max=cap)
+    else:
+        acted = (ratio > cap) if mode != "icepop" else (ratio < low) | (ratio > high)
+        w = ratio.masked_fill(acted, 0.0)
+    acted = acted & resp
+    return w.masked_fill(~resp, 0.0), acted
+
+
+@dataclass(frozen=True)
+class ISCorrection:
+    """One of `sampler_is_weights`' rules with its bounds (rollout.is_mode, is_cap, icepop_bounds)."""
+
+    mode: str
+    cap: float = 3.0
+    low: float = 0.5
+    high: float = 5.0
+
+    def weights(self, old_logp: Tensor, rollout_logp: Tensor, resp: Tensor) -> tuple[Tensor, Tensor]:
+        return sampler_is_weights(old_logp, rollout_logp, resp, self.mode, self.cap, self.low, self.high)
 
 
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
