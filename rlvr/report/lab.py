@@ -22,6 +22,7 @@ import numpy as np
 from rlvr.metrics.entropy_law import EARLY_FRACTION, law_prediction
 from rlvr.report.runs import Run, value_of
 from rlvr.report.seeds import run_seed
+from rlvr.report.tables import fmt, law_pairs
 from rlvr.report.verdict import Contrast, Interval, VerdictRow, judge, paired_diffs, paired_interval
 
 ARM_KEY = "lab"
@@ -30,7 +31,8 @@ SUBSETS = ("carry", "nocarry")  # the held-out sets of configs/experiment/lab.ya
 LARGE_K = 32
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the finite values (None and NaN left out); None when there are none."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
 
@@ -44,7 +46,12 @@ def _values(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
 def auc(key: str) -> Callable[[Run], float | None]:
     """The mean of `key` over the evaluations after step 0: the area under its curve per evaluation, which
     rewards getting there sooner as well as getting there."""
-    return lambda run: _mean(list(_values(run, key)[1][_values(run, key)[0] > 0]))
+
+    def f(run: Run) -> float | None:
+        steps, values = _values(run, key)
+        return _mean(list(values[steps > 0]))
+
+    return f
 
 
 def last(key: str, n: int = LAST_STEPS) -> Callable[[Run], float | None]:
@@ -210,8 +217,8 @@ def law_scores(runs: Sequence[Run]) -> list[LawScore]:
     for arm, seeds in by_arm(runs).items():
         got = []
         for run in seeds.values():
-            h, r = run_mean_pairs(run)
-            p = law_prediction(h, r, EARLY_FRACTION)
+            pairs = law_pairs(run)
+            p = law_prediction([h for h, _ in pairs], [r for _, r in pairs], EARLY_FRACTION)
             if p is not None:
                 got.append(p)
         out.append(
@@ -221,21 +228,9 @@ def law_scores(runs: Sequence[Run]) -> list[LawScore]:
     return out
 
 
-def run_mean_pairs(run: Run) -> tuple[list[float], list[float]]:
-    """The (entropy, pass@1) pairs the trainer logged, in step order."""
-    _, h = run.series("entropy_law/point_entropy")
-    _, r = run.series("entropy_law/point_pass@1")
-    keep = np.isfinite(h) & np.isfinite(r)
-    return list(h[keep]), list(r[keep])
-
-
 # ---- summary.md ---------------------------------------------------------------------------------------------
 
 LAB_HEADING = "## Lab verdicts"
-
-
-def _f(v: float | None) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
 def lab_section(runs: Sequence[Run], figure: str) -> str | None:
@@ -256,25 +251,25 @@ def lab_section(runs: Sequence[Run], figure: str) -> str | None:
     for lc, row, _ in rows:
         c = lc.contrast
         mech = "none" if c.mechanism_metric is None else (
-            f"{lc.mechanism_arm}: {c.mechanism_metric} {_f(row.mechanism_value)} (≥ {c.mechanism_threshold:g})"
+            f"{lc.mechanism_arm}: {c.mechanism_metric} {fmt(row.mechanism_value)} (≥ {c.mechanism_threshold:g})"
         )  # fmt: skip
         lines.append(
-            f"| {lc.role} | {c.name} | {lc.treatment} − {lc.control} | {c.metric} | {row.n} | {_f(row.mean_diff)} | "
-            f"[{_f(row.ci_low)}, {_f(row.ci_high)}] | ±{c.minimal_effect:g} | {mech} | **{row.verdict}** |"
+            f"| {lc.role} | {c.name} | {lc.treatment} − {lc.control} | {c.metric} | {row.n} | {fmt(row.mean_diff)} | "
+            f"[{fmt(row.ci_low)}, {fmt(row.ci_high)}] | ±{c.minimal_effect:g} | {mech} | **{row.verdict}** |"
         )
     lines += ["", f"### Narrowing: pass@{LARGE_K} at the last evaluation against step 0", "",
               "| arm | subset | start | end | end − start (n, 95% CI) | narrows |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for n in narrowing(runs):
         iv = n.change
         lines.append(
-            f"| {n.arm} | {n.subset} | {_f(n.start)} | {_f(n.end)} | {_f(iv.mean)} ({iv.n}, [{_f(iv.low)}, "
-            f"{_f(iv.high)}]) | {'yes' if n.narrows else 'no'} |"
+            f"| {n.arm} | {n.subset} | {fmt(n.start)} | {fmt(n.end)} | {fmt(iv.mean)} ({iv.n}, [{fmt(iv.low)}, "
+            f"{fmt(iv.high)}]) | {'yes' if n.narrows else 'no'} |"
         )
     lines += ["", "### The entropy law, tested by prediction", "",
               "| arm | seeds | law MAE | naive MAE (last early value) | seeds where the law did better |",
               "| --- | --- | --- | --- | --- |"]  # fmt: skip
     for s in law_scores(runs):
         lines.append(
-            f"| {s.arm} | {s.seeds} | {_f(s.law_mae)} | {_f(s.naive_mae)} | {s.law_wins} of {s.seeds} |"
+            f"| {s.arm} | {s.seeds} | {fmt(s.law_mae)} | {fmt(s.naive_mae)} | {s.law_wins} of {s.seeds} |"
         )
     return "\n".join(lines) + "\n"

@@ -87,16 +87,22 @@ def summarize_run(run: Run) -> str:
     return "\n".join(lines) + "\n"
 
 
-def law_prediction_row(run: Run) -> str:
-    """The law tested as its authors test it (``rlvr.metrics.entropy_law.law_prediction``) on the (entropy,
-    pass@1) pairs the trainer logged (``entropy_law/point_entropy``, ``entropy_law/point_pass@1``), in step
-    order: the first EARLY_FRACTION of them fitted, each later one predicted at its own entropy."""
-    pairs = [
+def law_pairs(run: Run) -> list[tuple[float, float]]:
+    """The (entropy, pass@1) pairs the trainer logged (``entropy_law/point_entropy``, ``entropy_law/point_pass@1``,
+    written together on one step), in step order."""
+    return [
         (r["entropy_law/point_entropy"], r["entropy_law/point_pass@1"])
         for r in run.records
         if isinstance(r.get("entropy_law/point_entropy"), (int, float))
         and isinstance(r.get("entropy_law/point_pass@1"), (int, float))
     ]
+
+
+def law_prediction_row(run: Run) -> str:
+    """The law tested as its authors test it (``rlvr.metrics.entropy_law.law_prediction``) on the (entropy,
+    pass@1) pairs the trainer logged (``entropy_law/point_entropy``, ``entropy_law/point_pass@1``), in step
+    order: the first EARLY_FRACTION of them fitted, each later one predicted at its own entropy."""
+    pairs = law_pairs(run)
     what = f"entropy law prediction (fit on the first {EARLY_FRACTION:.0%} of {len(pairs)} pairs)"
     got = law_prediction([h for h, _ in pairs], [r for _, r in pairs], EARLY_FRACTION)
     if got is None:
