@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.rlvr-installed
 
 # `make lab`: the entropy lab (docs/ENTROPY_LAB.md), its arms under paired seeds, then its report and verdicts.
-# `make lab-long`: every arm, more seeds, twice the steps.
+# `make lab-long`: every arm, so every contrast (52 runs; LAB_SEEDS/LAB_STEPS raise the seeds and steps).
 LAB_ARMS ?= base,clip_higher,top20,bottom80,entropy_bonus,eval_seed
 LAB_SEEDS ?= 0,1,2,3
 LAB_STEPS ?= 40
@@ -32,7 +32,7 @@ lab: install
 	$(BIN)/rlvr-report $(LAB_DIR)
 
 lab-long:
-	$(MAKE) lab LAB_ARMS=$(LAB_LONG_ARMS) LAB_SEEDS=0,1,2,3,4,5,6,7 LAB_STEPS=80 LAB_DIR=runs/lab-long
+	$(MAKE) lab LAB_ARMS=$(LAB_LONG_ARMS) LAB_DIR=runs/lab-long
 
 lint: install
 	$(BIN)/ruff check rlvr tests scripts benchmarks

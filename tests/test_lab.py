@@ -173,6 +173,15 @@ def test_the_contrasts_by_hand():
     assert {r.verdict for _, r, _ in verdicts(runs)} == {"not tested"}
 
 
+def test_the_kl_share_is_judged_on_its_median_step_not_a_spike():
+    """kl/grad_share 0.01, 0.02 and one spike of 143 (k3's exp term): the median 0.02 fails the 0.05 check that
+    the mean 47.7 would pass."""
+    run = _run("kl", 0, [0.1, 0.2, 0.3], 0.05)
+    for r, share in zip(run.records, (0.01, 143.0, 0.02)):
+        r["kl/grad_share"] = share
+    assert STATS["kl/grad_share, run median"](run) == pytest.approx(0.02)
+
+
 def test_narrowing_is_a_paired_fall_of_pass_at_32_on_a_subset():
     """carry pass@32 from 0.9 at step 0 to 0.6, 0.7, 0.65 at the end: diffs -0.3, -0.2, -0.25, an interval below
     0 (mean -0.25, half-width 4.30265 * 0.05 / sqrt 3 = 0.124207): narrows."""
