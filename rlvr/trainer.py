@@ -348,8 +348,8 @@ class Trainer:
     def _sync(self) -> dict:
         """The updated weights to the rollout engine."""
         synced = time.perf_counter()
-        self.engine.sync_weights(self.learner.unwrapped)
-        return {"timing/sync_s": time.perf_counter() - synced}
+        sent = self.engine.sync_weights(self.learner.unwrapped)
+        return {"timing/sync_s": time.perf_counter() - synced, "sync/bytes": sent}
 
     def _reference_schedule(self, step: int) -> dict:
         """algo.kl.reset_every's reset of the reference, and ref/resets (when a reference exists)."""

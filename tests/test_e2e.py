@@ -10,7 +10,7 @@ CONTRACT_STEP_KEYS = {
     "entropy/mean", "entropy/p10", "entropy/p50", "entropy/p90", "entropy/p99", "entropy/hist", "entropy/top20_mean",
     "clip/low_frac", "clip/high_frac", "loss/policy", "grad/norm", "lr", "timing/rollout_s", "timing/verify_s",
     "timing/learner_s", "timing/sync_s", "timing/step_s", "throughput/gen_tokens_per_s", "throughput/learner_tokens_per_s",
-    "rollout/gen_tokens", "rollout/gen_tokens_total", "entropy/bottom80_mean",
+    "rollout/gen_tokens", "rollout/gen_tokens_total", "entropy/bottom80_mean", "sync/bytes",
 }  # fmt: skip
 
 

@@ -240,9 +240,10 @@ def test_sync_weights_makes_engine_generate_from_learner(engine, policy, tokeniz
     reload_logger = logging.getLogger(RELOAD_LOGGER)
     reload_logger.addHandler(seen)
     try:
-        engine.sync_weights(updated)
+        sent = engine.sync_weights(updated)
     finally:
         reload_logger.removeHandler(seen)
+    assert sent == sum(t.numel() * 4 for t in updated.state_dict().values())  # float32 on CPU: sync/bytes
     assert _engine_greedy(engine, prompts, 12) == new_greedy  # same prompts: no stale prefix-cache KV
     # the console stays quiet: no warning about the rotary cache (computed, not a weight) at every sync
     assert not [r for r in seen.records if r.levelno >= logging.WARNING], [

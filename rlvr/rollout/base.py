@@ -45,8 +45,9 @@ class RolloutEngine(Protocol):
         so the shares' samples are those of the whole list."""
         ...
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Make the engine sample from `model`'s current weights."""
+    def sync_weights(self, model: torch.nn.Module) -> int:
+        """Make the engine sample from `model`'s current weights; returns the bytes this rank handed to the
+        engine (`sync/bytes`: 0 where the engine samples from the learner's own module)."""
         ...
 
     def close(self) -> None: ...

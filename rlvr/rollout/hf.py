@@ -37,8 +37,9 @@ class HFRolloutEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size  # sequences per sampling batch (bounds the KV cache)
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
+    def sync_weights(self, model: torch.nn.Module) -> int:
         self.model = model  # same module as the learner's: nothing to copy
+        return 0
 
     def close(self) -> None:
         pass

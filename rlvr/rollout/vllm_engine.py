@@ -152,8 +152,11 @@ def checkpoint_name(name: str) -> str:
     return name.replace("_orig_mod.", "")
 
 
-def checkpoint_names(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """The learner's weights under Hugging Face checkpoint names (what vLLM's `load_weights` expects).
+def checkpoint_names(
+    model: torch.nn.Module, dtype: torch.dtype | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The learner's weights under Hugging Face checkpoint names (what vLLM's `load_weights` expects), floating
+    tensors cast to `dtype` (the engine's: a bf16 engine is sent half the bytes of the learner's float32).
 
     `state_dict` (not `named_parameters`) so that a tied `lm_head.weight` is present too; vLLM's
     loaders skip it when the model ties embeddings. `torch.compile`'s `_orig_mod.` prefix is removed.
@@ -166,7 +169,22 @@ def checkpoint_names(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor
     for name, tensor in tensors:
         if isinstance(tensor, DTensor):
             tensor = tensor.full_tensor()
-        yield checkpoint_name(name), tensor.detach()
+        tensor = tensor.detach()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        yield checkpoint_name(name), tensor
+
+
+class ByteCount:
+    """An iterator of (name, tensor) pairs passed through, counting the bytes of the tensors (`sync/bytes`)."""
+
+    def __init__(self, pairs: Iterator[tuple[str, torch.Tensor]]):
+        self.pairs, self.bytes = pairs, 0
+
+    def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, tensor in self.pairs:
+            self.bytes += tensor.numel() * tensor.element_size()
+            yield name, tensor
 
 
 class VLLMRolloutEngine:
@@ -245,12 +263,15 @@ class VLLMRolloutEngine:
         return make_completion(ids, logprobs, out.finish_reason, self.eos_ids, self.tokenizer)
 
     @torch.no_grad()
-    def sync_weights(self, model: torch.nn.Module) -> None:
+    def sync_weights(self, model: torch.nn.Module) -> int:
+        """The learner's weights into the engine, in the engine's dtype; returns the bytes handed over."""
         self._wake("weights")
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": checkpoint_names(model)})
+        weights = ByteCount(checkpoint_names(model, self.llm.llm_engine.model_config.dtype))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
         # cached prefixes hold keys/values computed with the old weights (sleeping already dropped them)
         if not self.asleep:
             self.llm.reset_prefix_cache()
+        return weights.bytes
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
