@@ -163,6 +163,11 @@ class RolloutConfig:
     mode: str = "colocated"
     server_url: str | None = None  # server mode: http://HOST:PORT (null: launch one on a free loopback port)
     server_launch: bool = True  # server mode: the trainer starts the server (at server_url), stops it on exit
+    # a launched server's bind address (null: server_url's host, else 127.0.0.1; 0.0.0.0: every interface, for
+    # ranks on other nodes) and the host every rank dials (null: server_url's host, else the bind address, or
+    # this node's name where the bind address is a wildcard)
+    server_bind: str | None = None
+    server_advertise: str | None = None
     server_devices: str | None = None  # CUDA_VISIBLE_DEVICES of a launched server (null: inherited)
     server_start_timeout_s: float = 600.0  # how long to wait for the server to answer
 
@@ -222,6 +227,18 @@ def _check_rollout_server(r: RolloutConfig) -> None:
         "frees a colocated engine's GPU memory for the learner; the rollout server has its own devices",
     )
     _require(r.server_start_timeout_s > 0, "rollout.server_start_timeout_s", "must be > 0")
+    for key in ("server_bind", "server_advertise"):
+        value = getattr(r, key)
+        _require(
+            value is None or (value and not any(c in value for c in "/: ")),
+            f"rollout.{key}",
+            f"a host name or IPv4 address, without scheme or port (the port is server_url's), got {value!r}",
+        )
+    _require(
+        r.server_launch or (r.server_bind is None and r.server_advertise is None),
+        "rollout.server_bind",
+        "applies to a server this trainer launches; with rollout.server_launch=false set rollout.server_url",
+    )
 
 
 @dataclass

@@ -38,7 +38,15 @@ from rlvr.config import ConfigError, RLVRConfig, RolloutConfig, register_configs
 from rlvr.data import synthetic
 from rlvr.rollout import server_transfer
 from rlvr.rollout.base import SamplingParams
-from rlvr.rollout.server import LaunchedServer, ServerRolloutEngine, _free_port
+from rlvr.rollout.server import (
+    LaunchedServer,
+    ModelWeights,
+    ServerRolloutEngine,
+    _free_port,
+    check_reachable,
+    launch_address,
+    server_dtype,
+)
 from rlvr.rollout.vllm_engine import VLLMRolloutEngine
 from rlvr.train import CONFIG_DIR
 
@@ -121,7 +129,8 @@ def test_weights_follow_the_learner_after_each_sync(server, colocated, policy, t
     new_greedy = hf_greedy(updated, prompts, tokenizer)
     assert old_greedy != new_greedy
 
-    server.sync_weights(policy)
+    fp32_bytes = sum(t.numel() * 4 for t in policy.state_dict().values())
+    assert server.sync_weights(policy) == fp32_bytes  # a float32 engine (CPU): sync/bytes is the float32 copy
     assert _greedy(server, prompts) == old_greedy
     server.sync_weights(updated)
     assert _greedy(server, prompts) == new_greedy  # same prompts: no stale prefix-cache KV either
@@ -263,6 +272,12 @@ def test_server_preset_and_validation():
         ({"server_url": "127.0.0.1:8000"}, "rollout.server_url"),
         ({"enable_sleep_mode": True}, "rollout.enable_sleep_mode"),
         ({"server_start_timeout_s": 0.0}, "rollout.server_start_timeout_s"),
+        ({"server_bind": "http://0.0.0.0"}, "rollout.server_bind"),
+        ({"server_advertise": "node-a:8000"}, "rollout.server_advertise"),
+        (
+            {"server_launch": False, "server_url": "http://h:1", "server_bind": "0.0.0.0"},
+            "rollout.server_bind",
+        ),
     ):
         bad = copy.deepcopy(cfg)
         for name, value in overrides.items():
@@ -348,6 +363,10 @@ def test_launched_server_command_carries_the_rollout_settings(tmp_path, monkeypa
     assert (
         not {*launcher, "ACCELERATE_MIXED_PRECISION"} & set(seen["env"]) and seen["env"]["RLVR_KEEP"] == "1"
     )
+    cfg.server_bind, cfg.server_advertise = "0.0.0.0", "node-a"  # other nodes dial node-a; it listens on all
+    server = LaunchedServer("/models/m", cfg, seed=5, log_path=tmp_path / "s.log")
+    atexit.unregister(server.stop)
+    assert build_parser().parse_args(seen["cmd"][3:]).host == "0.0.0.0" and server.url == "http://node-a:8123"
 
 
 def test_the_server_keeps_idle_connections_across_a_learner_step():
@@ -360,3 +379,37 @@ def test_the_server_keeps_idle_connections_across_a_learner_step():
     mine = {"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "30"}
     set_server_environment(mine)
     assert mine["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "30"
+
+
+def test_weights_go_in_the_engines_dtype_half_the_bytes_for_bf16(policy):
+    """A bf16 engine is declared and sent bf16 tensors: half the float32 bytes (sync/bytes)."""
+    fp32, bf16 = ModelWeights(policy), ModelWeights(policy, torch.bfloat16)
+    assert {m.dtype for m in fp32.metadata()} == {torch.float32}
+    assert {m.dtype for m in bf16.metadata()} == {torch.bfloat16}
+    pairs = list(bf16)
+    assert {t.dtype for _, t in pairs} == {torch.bfloat16} and [n for n, _ in pairs] == [n for n, _ in fp32]
+    assert bf16.bytes * 2 == fp32.bytes == sum(t.numel() * 4 for t in policy.state_dict().values())
+    assert server_dtype({"vllm_config": {"model_config": {"dtype": "torch.bfloat16"}}}) is torch.bfloat16
+    with pytest.raises(RuntimeError, match="unknown model dtype"):
+        server_dtype({"vllm_config": {"model_config": {"dtype": "torch.nonsense"}}})
+
+
+def test_bind_and_advertised_address(monkeypatch):
+    """Loopback by default; a wildcard bind is advertised under this node's name; server_url's host and port,
+    then server_advertise, override (the launched command's --host is the bind address: the test above)."""
+    monkeypatch.setattr(socket, "getfqdn", lambda: "node-a.cluster")
+    assert launch_address(RolloutConfig()) == ("127.0.0.1", "127.0.0.1", None)
+    assert launch_address(RolloutConfig(server_bind="0.0.0.0")) == ("0.0.0.0", "node-a.cluster", None)
+    url = RolloutConfig(server_url="http://10.0.0.5:8000", server_bind="0.0.0.0")
+    assert launch_address(url) == ("0.0.0.0", "10.0.0.5", 8000)
+    both = RolloutConfig(server_bind="0.0.0.0", server_advertise="10.1.2.3")
+    assert launch_address(both) == ("0.0.0.0", "10.1.2.3", None)
+
+
+def test_a_loopback_server_across_nodes_is_a_config_error():
+    """Ranks on two nodes (LOCAL_WORLD_SIZE 2 of 4) cannot share a loopback URL; one node can."""
+    check_reachable("http://127.0.0.1:8000", {"LOCAL_WORLD_SIZE": "4"}, 4)
+    check_reachable("http://node-a:8000", {"LOCAL_WORLD_SIZE": "2"}, 4)
+    check_reachable("http://127.0.0.1:8000", {}, 1)
+    with pytest.raises(ConfigError, match="rollout.server_bind: .* loopback, but the ranks span nodes"):
+        check_reachable("http://127.0.0.1:8000", {"LOCAL_WORLD_SIZE": "2"}, 4)

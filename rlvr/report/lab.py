@@ -66,7 +66,7 @@ def run_mean(key: str) -> Callable[[Run], float | None]:
 
 def run_median(key: str) -> Callable[[Run], float | None]:
     """The median of `key` over every step that logged it: for an unbounded ratio whose mean one step can make."""
-    return lambda run: (float(np.median(v)) if len(v := _values(run, key)[1]) else None)
+    return lambda run: float(np.median(v)) if len(v := _values(run, key)[1]) else None
 
 
 def ratio(

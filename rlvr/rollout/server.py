@@ -47,6 +47,7 @@ from rlvr import zero3
 from rlvr.config import ConfigError, RolloutConfig
 from rlvr.rollout.base import Completion, SamplingParams
 from rlvr.rollout.vllm_engine import (
+    ByteCount,
     checkpoint_name,
     checkpoint_names,
     make_completion,
@@ -72,6 +73,38 @@ def _address_toward(host: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((host, 9))  # UDP: picks the route, sends nothing
         return s.getsockname()[0]
+
+
+WILDCARDS = ("0.0.0.0",)
+LOOPBACK_PREFIXES = ("127.", "localhost")
+
+
+def launch_address(cfg: RolloutConfig) -> tuple[str, str, int | None]:
+    """A launched server's (bind address, advertised host, port or None for a free one): rollout.server_bind
+    and server_advertise over server_url's host, a wildcard bind advertised under this node's name."""
+    split = urlsplit(cfg.server_url) if cfg.server_url else None
+    url_host = split.hostname if split else None
+    bind = cfg.server_bind or url_host or "127.0.0.1"
+    advertise = cfg.server_advertise or url_host or (socket.getfqdn() if bind in WILDCARDS else bind)
+    return bind, advertise, split.port if split else None
+
+
+def spans_nodes(environ: dict[str, str], world_size: int) -> bool:
+    """Whether the launcher put this run's ranks on more than one node (LOCAL_WORLD_SIZE < WORLD_SIZE)."""
+    return int(environ.get("LOCAL_WORLD_SIZE", world_size)) < world_size
+
+
+def check_reachable(url: str, environ: dict[str, str], world_size: int) -> None:
+    """A loopback server URL reaches no rank on another node: each would dial its own machine."""
+    host = urlsplit(url).hostname or ""
+    if spans_nodes(environ, world_size) and host.startswith(LOOPBACK_PREFIXES):
+        raise ConfigError(
+            "rollout.server_bind",
+            f"the rollout server's address {url} is loopback, but the ranks span nodes "
+            f"(LOCAL_WORLD_SIZE {environ.get('LOCAL_WORLD_SIZE')} < world size {world_size}): set "
+            "rollout.server_bind=0.0.0.0 (and rollout.server_advertise=HOST where this node's name does not "
+            "resolve from the others), or rollout.server_url=http://HOST:PORT",
+        )
 
 
 def _generation_config(model_path: str) -> dict:
@@ -120,10 +153,9 @@ class LaunchedServer:
     """`rlvr-rollout-server` as a child process (its own session, so that its engine process goes with it)."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, log_path: Path):
-        split = urlsplit(cfg.server_url) if cfg.server_url else None
-        host = split.hostname if split else "127.0.0.1"
-        port = split.port if split and split.port else _free_port(host)
-        self.url = f"http://{host}:{port}"
+        host, advertise, port = launch_address(cfg)
+        port = port or _free_port(host)
+        self.url = f"http://{advertise}:{port}"
         self.log_path = log_path
         cmd = [
             sys.executable,
@@ -177,20 +209,35 @@ class LaunchedServer:
 
 class ModelWeights(WeightSource):
     """The learner's weights as vLLM's trainer engines take them, under Hugging Face names (what the colocated
-    engine loads too); metadata reads shapes without gathering sharded tensors (a DTensor's shape is its full
-    shape; a ZeRO-3 partition's is in `ds_shape`)."""
+    engine loads too), floating tensors in the engine's dtype; metadata reads shapes without gathering sharded
+    tensors (a DTensor's shape is its full shape; a ZeRO-3 partition's is in `ds_shape`). `bytes`: what the
+    last iteration yielded."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None = None):
+        self.model, self.dtype, self.bytes = model, dtype, 0
 
     def metadata(self) -> list[ParamMeta]:
         return [
-            ParamMeta(checkpoint_name(n), t.dtype, zero3.full_shape(t))
+            ParamMeta(checkpoint_name(n), self._dtype(t), zero3.full_shape(t))
             for n, t in self.model.state_dict(keep_vars=True).items()
         ]
 
+    def _dtype(self, tensor: torch.Tensor) -> torch.dtype:
+        return self.dtype if self.dtype is not None and tensor.is_floating_point() else tensor.dtype
+
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
-        return checkpoint_names(self.model)
+        counted = ByteCount(checkpoint_names(self.model, self.dtype))
+        yield from counted
+        self.bytes = counted.bytes
+
+
+def server_dtype(info: dict) -> torch.dtype:
+    """The engine's dtype from vLLM's `/server_info?config_format=json` answer."""
+    name = str(info["vllm_config"]["model_config"]["dtype"]).removeprefix("torch.")
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise RuntimeError(f"rollout server: unknown model dtype {name!r} in /server_info")
+    return dtype
 
 
 class ServerRolloutEngine:
@@ -199,6 +246,7 @@ class ServerRolloutEngine:
         self.tokenizer, self.rank = tokenizer, dist.rank()
         self.server: LaunchedServer | None = None
         self.transfer = None
+        self.dtype: torch.dtype | None = None  # the engine's, read from the server at the first sync
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_maxsize=MAX_CONCURRENT_REQUESTS)
         self.session.mount("http://", adapter)
@@ -210,6 +258,7 @@ class ServerRolloutEngine:
                 self.server = LaunchedServer(model_path, cfg, seed, log_path)
                 url = self.server.url
             self.url = dist.broadcast_object(url).rstrip("/")
+            check_reachable(self.url, dict(os.environ), dist.world_size())
             self._wait_ready(cfg.server_start_timeout_s)
         except BaseException:
             self.close()
@@ -275,8 +324,13 @@ class ServerRolloutEngine:
         )
 
     @torch.no_grad()
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        source = ModelWeights(model)
+    def sync_weights(self, model: torch.nn.Module) -> int:
+        """The learner's weights to the server's workers in the engine's dtype; returns the bytes sent."""
+        if self.dtype is None:
+            self.dtype = server_dtype(
+                self.session.get(f"{self.url}/server_info?config_format=json", timeout=60).json()
+            )
+        source = ModelWeights(model, self.dtype)
         if self.transfer is None:
             self.transfer = self._init_transfer(source)
         self.transfer.source = source
@@ -284,6 +338,7 @@ class ServerRolloutEngine:
         if self.rank == 0:  # cached prefixes hold keys/values computed with the old weights
             self._post("reset_prefix_cache")
         dist.barrier()  # no rank samples before the update is complete
+        return source.bytes
 
     def _init_transfer(self, source):
         """vLLM's trainer-side weight-transfer engine, joined with the server's workers: NCCL on GPU, else gloo."""
