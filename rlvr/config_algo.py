@@ -156,10 +156,14 @@ def check_entropy_reg(r: EntropyRegConfig) -> None:
 class DynamicSamplingConfig:
     enabled: bool = False
     max_rounds: int = 3  # extra sampling rounds to refill the batch with groups that carry signal
+    # each round draws ceil(oversample x the groups still needed) prompts and keeps at most what it needs (DAPO
+    # oversamples once, up front; 1: draw exactly what is needed, and refill by rounds)
+    oversample: float = 1.0
 
 
 def check_dynamic_sampling(s: DynamicSamplingConfig) -> None:
     require(s.max_rounds >= 0, "algo.dynamic_sampling.max_rounds", "must be >= 0")
+    require(s.oversample >= 1, "algo.dynamic_sampling.oversample", f"must be >= 1, got {s.oversample}")
 
 
 @dataclass

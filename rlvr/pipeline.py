@@ -5,11 +5,14 @@ sits at the loop's level and not in rlvr/rollout/.
 
 DAPO dynamic sampling lives here: a group kept for the update has both outcomes, 0 < (correct answers) < G
 (DAPO Eq. 11, on the reward's verdicts, whatever reward shaping adds); the others are dropped and more prompts
-are sampled (at most `max_rounds` extra rounds) until the batch holds B groups.
+are sampled (at most `max_rounds` extra rounds) until the batch holds B groups. With `oversample` = k each round
+draws ceil(k x the groups still needed) prompts and keeps at most what it needs: DAPO's way (oversample once,
+filter once), with rounds as the fallback; the surplus mixed groups are dropped, their tokens counted.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,9 +110,11 @@ def collect(
     answers, refilling for at most cfg.dynamic_sampling.max_rounds extra rounds (the batch may end smaller, never
     larger: the learner then splits it into fewer mini-batches, `rlvr.learner.minibatch_indices`)."""
     result = Collected(groups=[], rounds=0)
+    ds = cfg.dynamic_sampling
     while True:
         need = batch_groups - len(result.groups)
-        sampled = sample(next_indices(need), result.rounds)
+        draw = math.ceil(need * ds.oversample) if ds.enabled else need
+        sampled = sample(next_indices(draw), result.rounds)
         groups = sampled.groups
         shape_rewards(groups, cfg, max_new_tokens)
         result.rounds += 1
@@ -117,7 +122,7 @@ def collect(
         result.verify_s += sampled.verify_s
         result.sampled.extend(groups)
         result.gen_tokens += sum(len(c.token_ids) for g in groups for c in g.completions)
-        if not cfg.dynamic_sampling.enabled:
+        if not ds.enabled:
             result.groups = groups
             return result
         # on accuracy, not on the shaped reward: an all-correct group with one answer in the overlong zone
@@ -127,7 +132,7 @@ def collect(
         )
         mixed = algo.groups_with_signal(correct, cfg.group_size).tolist()
         result.groups.extend(g for g, ok in zip(groups, mixed) if ok)
-        if len(result.groups) >= batch_groups or result.rounds > cfg.dynamic_sampling.max_rounds:
+        if len(result.groups) >= batch_groups or result.rounds > ds.max_rounds:
             result.groups = result.groups[:batch_groups]
             return result
 

@@ -63,6 +63,24 @@ def test_generated_tokens_count_every_round():
     assert "rollout/gen_tokens_total" not in rollout_metrics(got, group_size=2)
 
 
+def test_oversampling_draws_more_up_front_keeps_mixed_groups_and_no_more_than_needed():
+    """B=3, G=2, oversample 2: round 0 draws ceil(2 x 3) = 6 prompts: [1,1] [0,1] [0,0] [1,0] [1,1] [0,0] -> 2
+    mixed; round 1 draws ceil(2 x 1) = 2: [0,1] [1,0] -> both mixed, 1 kept (the batch never grows past B). Rounds
+    draw 1 x need at oversample 1 (the test above); every kept group is mixed either way."""
+    fake = FakeSampler([[[1, 1], [0, 1], [0, 0], [1, 0], [1, 1], [0, 0]], [[0, 1], [1, 0]]])
+    ds = DynamicSamplingConfig(enabled=True, max_rounds=3, oversample=2.0)
+    got = collect(
+        fake.indices, fake.sample, 3, AlgoConfig(group_size=2, dynamic_sampling=ds), max_new_tokens=8
+    )
+    assert fake.asked == [(6, 0), (2, 1)]
+    assert [g.rewards for g in got.groups] == [[0, 1], [1, 0], [0, 1]] and got.rounds == 2
+    assert got.gen_tokens == 8 * 2 * 2  # 8 groups of 2 answers of 2 tokens: the dropped surplus is counted
+    one_round = FakeSampler([[[0, 1], [1, 0], [0, 1], [1, 1]]])
+    ds = DynamicSamplingConfig(enabled=True, oversample=1.5)
+    got = collect(one_round.indices, one_round.sample, 2, AlgoConfig(group_size=2, dynamic_sampling=ds), 8)
+    assert one_round.asked == [(3, 0)] and got.rounds == 1 and len(got.groups) == 2
+
+
 def test_dynamic_sampling_stops_after_max_rounds():
     fake = FakeSampler([[[1, 1], [0, 0]], [[1, 1], [0, 1]], [[0, 0]]])
     cfg = AlgoConfig(group_size=2, dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=1))

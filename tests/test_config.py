@@ -171,6 +171,7 @@ def _no_model(c: RLVRConfig, tmp_path):
 REJECTED = [
     ("algo.clip.eps_high", _set("algo.clip.eps_high", 0.1)),
     ("algo.group_size", _set("algo.group_size", 1)),
+    ("algo.dynamic_sampling.oversample", _set("algo.dynamic_sampling.oversample", 0.5)),
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 0.0)),
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 1.5)),
     ("algo.entropy_mask.keep", _set("algo.entropy_mask.keep", "middle")),
