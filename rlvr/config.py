@@ -169,6 +169,9 @@ class RolloutConfig:
     server_bind: str | None = None
     server_advertise: str | None = None
     server_devices: str | None = None  # CUDA_VISIBLE_DEVICES of a launched server (null: inherited)
+    # 1: the next batch is generated while the learner updates, one update behind (rlvr.rollouts; server mode,
+    # with an rollout.is_mode correction: AReaL's decoupled objective); 0: sample, update, sync, in order
+    max_staleness: int = 0
     server_start_timeout_s: float = 600.0  # how long to wait for the server to answer
 
 
@@ -204,8 +207,27 @@ def _check_rollout(r: RolloutConfig) -> None:
     _check_is_correction(r)
     _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
     _one_of(r.mode, ("colocated", "server"), "rollout.mode")
+    _check_staleness(r)
     if r.mode == "server":
         _check_rollout_server(r)
+
+
+def _check_staleness(r: RolloutConfig) -> None:
+    _one_of(r.max_staleness, (0, 1), "rollout.max_staleness")  # one batch in flight: a lag of exactly 1
+    if r.max_staleness == 0:
+        return
+    _require(
+        r.mode == "server",
+        "rollout.max_staleness",
+        "generating while the learner updates needs the engine in its own process: set rollout=server (the "
+        "colocated engine shares the trainer's process and devices)",
+    )
+    _require(
+        r.is_mode is not None or r.tis_cap is not None,
+        "rollout.is_mode",
+        "rollout.max_staleness 1 trains on batches sampled one update behind: set rollout.is_mode "
+        "(token_mask: AReaL's decoupled objective; docs/ALGORITHMS.md)",
+    )
 
 
 def _check_rollout_server(r: RolloutConfig) -> None:

@@ -1,4 +1,5 @@
-"""Content hashes of files: checkpoint manifests, the shipped models' build records, the prompt token cache."""
+"""Content hashes of files (checkpoint manifests, the shipped models' build records, the prompt token cache) and
+the run's derived seeds."""
 
 from __future__ import annotations
 
@@ -13,3 +14,9 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from (run seed, purpose, step, round ...): distinct inputs never share a stream by accident."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1

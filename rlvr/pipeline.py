@@ -59,6 +59,46 @@ class Sampled:
     verify_s: float
 
 
+def generate_share(
+    engine: RolloutEngine,
+    prompt_ids: Sequence[Sequence[int]],
+    indices: Sequence[int],
+    n: int,
+    params: SamplingParams,
+    seed: int,
+    first_index: int = 0,
+) -> tuple[list[list[Completion]], float]:
+    """n completions per prompt index, and the seconds they took. `first_index`: where `indices` start in the
+    step's whole list (a data-parallel rank's share). No collective and no signal: it may run on a side thread
+    (rlvr.rollouts, rollout.max_staleness 1)."""
+    started = time.perf_counter()
+    outputs = engine.generate([prompt_ids[i] for i in indices], n, params, seed, first_index=first_index)
+    return outputs, time.perf_counter() - started
+
+
+def score_share(
+    reward: RewardModel,
+    outputs: Sequence[Sequence[Completion]],
+    golds: Sequence[str],
+    indices: Sequence[int],
+    n: int,
+    rows_json: Sequence[str] | None = None,
+) -> tuple[list[Group], float]:
+    """The groups of `outputs`, each completion rewarded by `reward` (which reads the dataset rows `rows_json`
+    when it has user functions), and the seconds that took. On the main thread: the verifier's deadline is a
+    signal."""
+    started = time.perf_counter()
+    texts = [c.text for cs in outputs for c in cs]
+    rows = [rows_json[i] for i in indices for _ in range(n)] if rows_json is not None else None
+    s = reward.score(texts, [golds[i] for i in indices for _ in range(n)], rows)
+    groups = [
+        Group(i, list(cs), *(part[k * n : (k + 1) * n] for part in (s.verdicts, s.rewards, s.box_too_long,
+                                                                   s.components, s.statuses)))
+        for k, (i, cs) in enumerate(zip(indices, outputs))
+    ]  # fmt: skip
+    return groups, time.perf_counter() - started
+
+
 def sample_groups(
     engine: RolloutEngine,
     reward: RewardModel,
@@ -71,22 +111,10 @@ def sample_groups(
     first_index: int = 0,
     rows_json: Sequence[str] | None = None,
 ) -> Sampled:
-    """n completions per prompt index, each rewarded by `reward` (which reads the dataset rows `rows_json` when
-    it has user functions). `first_index`: where `indices` start in the step's whole list (a data-parallel rank's
-    share)."""
-    t0 = time.perf_counter()
-    outputs = engine.generate([prompt_ids[i] for i in indices], n, params, seed, first_index=first_index)
-    t1 = time.perf_counter()
-    texts = [c.text for cs in outputs for c in cs]
-    rows = [rows_json[i] for i in indices for _ in range(n)] if rows_json is not None else None
-    s = reward.score(texts, [golds[i] for i in indices for _ in range(n)], rows)
-    t2 = time.perf_counter()
-    groups = [
-        Group(i, cs, *(part[k * n : (k + 1) * n] for part in (s.verdicts, s.rewards, s.box_too_long,
-                                                             s.components, s.statuses)))
-        for k, (i, cs) in enumerate(zip(indices, outputs))
-    ]  # fmt: skip
-    return Sampled(groups, t1 - t0, t2 - t1)
+    """`generate_share`, then `score_share`."""
+    outputs, rollout_s = generate_share(engine, prompt_ids, indices, n, params, seed, first_index)
+    groups, verify_s = score_share(reward, outputs, golds, indices, n, rows_json)
+    return Sampled(groups, rollout_s, verify_s)
 
 
 def shape_rewards(groups: list[Group], cfg: AlgoConfig, max_new_tokens: int) -> None:
@@ -97,6 +125,12 @@ def shape_rewards(groups: list[Group], cfg: AlgoConfig, max_new_tokens: int) -> 
         lengths = torch.tensor([len(c.token_ids) for c in g.completions])
         penalty = algo.overlong_penalty(lengths, max_new_tokens, cfg.overlong.cache_len, cfg.overlong.penalty)
         g.rewards = [r + p for r, p in zip(g.rewards, penalty.tolist())]
+
+
+def prompts_to_draw(need: int, cfg: AlgoConfig) -> int:
+    """The prompts a round draws for `need` more groups: ceil(oversample x need) with dynamic sampling."""
+    ds = cfg.dynamic_sampling
+    return math.ceil(need * ds.oversample) if ds.enabled else need
 
 
 def collect(
@@ -113,8 +147,7 @@ def collect(
     ds = cfg.dynamic_sampling
     while True:
         need = batch_groups - len(result.groups)
-        draw = math.ceil(need * ds.oversample) if ds.enabled else need
-        sampled = sample(next_indices(draw), result.rounds)
+        sampled = sample(next_indices(prompts_to_draw(need, cfg)), result.rounds)
         groups = sampled.groups
         shape_rewards(groups, cfg, max_new_tokens)
         result.rounds += 1

@@ -6,7 +6,6 @@ loads; `Trainer.run` is the loop and reads top to bottom.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from rlvr.config import ConfigError, RLVRConfig, validate
 from rlvr.data.prompts import Problem, PromptSampler, check_golds, encode_prompts, load_problems
 from rlvr.evaluate import EvalSet, build_eval_sets, evaluate_sets
 from rlvr.guard import RunDiverged, RunGuard, describe_nonfinite, nonfinite_tensors
+from rlvr.hashing import derive_seed
 from rlvr.learner import Learner, UpdateResult, minibatch_indices
 from rlvr.metrics import (
     CollapseMonitor,
@@ -41,9 +41,9 @@ from rlvr.metrics import (
 )
 from rlvr.model_source import resolve_model
 from rlvr.objectives import sampler_correction
-from rlvr.pipeline import Collected, Sampled, collect, rollout_metrics, sample_groups, to_batch
+from rlvr.pipeline import Collected, rollout_metrics, to_batch
 from rlvr.reward import TermFailureGuard, Verdict, build_reward_model, gold_problem, uses_math_golds
-from rlvr.rollout.base import SamplingParams
+from rlvr.rollouts import Rollouts
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,6 @@ BUILD_WAIT_S = 1800
 
 WANDB_SAMPLES = 8
 """Completions sent to the wandb samples table each samples_every steps (one per prompt; all go to samples/)."""
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from (run seed, purpose, step, round ...): distinct inputs never share a stream by accident."""
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def ensure_builtin_assets(cfg: RLVRConfig) -> None:
@@ -219,9 +213,11 @@ class Trainer:
         self.reward = build_reward_model(cfg.reward)
         self.verifier = self.reward.verifier  # evaluation scores math verdicts alone
         self.sampler = PromptSampler(len(prep.train), cfg.trainer.seed)
-        self.rows_json = [p.row_json for p in prep.train] if self.reward.needs_rows else None
-        r = cfg.rollout
-        self.params = SamplingParams(r.temperature, r.top_p, r.top_k, r.max_new_tokens, r.ignore_eos)
+        rows_json = [p.row_json for p in prep.train] if self.reward.needs_rows else None
+        golds = [p.answer for p in prep.train]
+        self.rollouts = Rollouts(
+            cfg, self.engine, self.reward, self.sampler, prep.train_ids, golds, rows_json
+        )
         self.step, self.resets, self.stop_requested, self.gen_tokens_total = 0, 0, False, 0
         m = cfg.monitor
         self.law = EntropyLawTracker()
@@ -309,16 +305,18 @@ class Trainer:
         """One RL step: sample groups, reward them and keep those with signal; their advantages; the update;
         the policy's entropy before it; weights to the rollout engine; the reference's schedule; log."""
         a = self.cfg.algo
-        collected = self._collect(step)
+        model = self.learner.unwrapped
+        collected, metrics = self.rollouts.collect(step, model)
         self.gen_tokens_total += collected.gen_tokens  # all ranks' tokens: the groups are gathered
-        metrics = rollout_metrics(collected, a.group_size, self.gen_tokens_total)
+        metrics.update(rollout_metrics(collected, a.group_size, self.gen_tokens_total))
+        metrics.update(self.rollouts.before_update(step, model))  # max_staleness 1: the next batch starts
         if collected.groups:
             batch = to_batch(collected.groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
             before = self._update(step, batch)
             metrics.update(before.metrics)
             metrics.update(self._entropy_metrics(batch, before, collected))
             metrics.update(sampler_gap(batch, before))
-            metrics.update(self._sync())
+        metrics.update(self.rollouts.after_update(step, model, updated=bool(collected.groups)))
         metrics.update(self._reference_schedule(step))
         if self.cfg.trainer.samples_every and step % self.cfg.trainer.samples_every == 0:
             self._write_samples(step, collected)
@@ -344,12 +342,6 @@ class Trainer:
                 "model whose weights are broken"
             )
         return before
-
-    def _sync(self) -> dict:
-        """The updated weights to the rollout engine."""
-        synced = time.perf_counter()
-        sent = self.engine.sync_weights(self.learner.unwrapped)
-        return {"timing/sync_s": time.perf_counter() - synced, "sync/bytes": sent}
 
     def _reference_schedule(self, step: int) -> dict:
         """algo.kl.reset_every's reset of the reference, and ref/resets (when a reference exists)."""
@@ -381,36 +373,6 @@ class Trainer:
             log.warning("entropy collapse at step %d: %s", step, reason)
         return {"entropy/collapse_warning": int(reason is not None), **self.law.observe_entropy(mean_entropy)}
 
-    def _collect(self, step: int) -> Collected:
-        """The step's groups: sampled and rewarded (`_sample`), shaped, and filtered by dynamic sampling."""
-        return collect(
-            self.sampler.next_indices,
-            lambda idx, rnd: self._sample(idx, step, rnd),
-            self.cfg.trainer.prompts_per_step,
-            self.cfg.algo,
-            self.params.max_new_tokens,
-        )
-
-    def _sample(self, indices: list[int], step: int, round_: int) -> Sampled:
-        """Sample and reward this rank's share of the prompts, then gather every rank's groups in order."""
-        seed = derive_seed(self.cfg.trainer.seed, "rollout", step, round_)
-        start, shard = dist.my_shard(indices)
-        mine = sample_groups(
-            self.engine,
-            self.reward,
-            self.prep.train_ids,
-            [p.answer for p in self.prep.train],
-            shard,
-            self.cfg.algo.group_size,
-            self.params,
-            seed,
-            first_index=start,
-            rows_json=self.rows_json,
-        )
-        parts = dist.gather_objects(mine)
-        groups = [g for part in parts for g in part.groups]
-        return Sampled(groups, max(p.rollout_s for p in parts), max(p.verify_s for p in parts))
-
     def _eval_due(self, step: int) -> bool:
         e = self.cfg.eval
         if e.every == 0 or not self.prep.eval_sets:
@@ -423,6 +385,9 @@ class Trainer:
         started = time.perf_counter()
         # the same seed at every evaluation: differences between evaluations come from the policy, not the draw
         seed = derive_seed(self.cfg.trainer.seed, self.cfg.eval.seed_stream)
+        self.rollouts.fresh(
+            self.learner.unwrapped, step
+        )  # max_staleness 1: the engine may hold older weights
         result = evaluate_sets(self.engine, self.verifier, self.prep.eval_sets, seed)
         result["timing/eval_s"] = time.perf_counter() - started
         self.law.observe_eval(step, result.get("eval/pass@1"))  # paired with the next step's entropy
@@ -475,9 +440,11 @@ class Trainer:
         self.stop_requested = True
 
     # ---- state ----------------------------------------------------------------------------------------
-    def state(self, optimizer: dict) -> dict:
-        """The trainer's state.pt; `optimizer`: the optimizer's full state (`checkpoint.gather_full_state`)."""
+    def state(self, optimizer: dict, rollouts: dict) -> dict:
+        """The trainer's state.pt; `optimizer`: the optimizer's full state (`checkpoint.gather_full_state`);
+        `rollouts`: the batch in flight (`Rollouts.state_dict`)."""
         return {
+            "rollouts": rollouts,
             "step": self.step,
             "resets": self.resets,
             "gen_tokens_total": self.gen_tokens_total,
@@ -497,6 +464,7 @@ class Trainer:
         """Every rank joins the gathers of the full weights and optimizer state (their shards under FSDP);
         rank 0 writes; the others wait for it."""
         learner = self.learner
+        rollouts = self.rollouts.state_dict()
         weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
         reference = learner.reference if self.resets > 0 else None
         reference_weights = checkpoint.gather_full_state(reference)[0] if reference is not None else None
@@ -513,7 +481,7 @@ class Trainer:
                 learner.unwrapped,
                 self.prep.tokenizer,
                 reference,
-                self.state(optimizer),
+                self.state(optimizer, rollouts),
                 self.cfg.trainer.keep_last,
                 policy_state=weights,
                 reference_state=reference_weights,
@@ -528,6 +496,7 @@ class Trainer:
         # older checkpoints lack it: count from 0 (the total then misses the steps before this resume)
         self.gen_tokens_total = state.get("gen_tokens_total", 0)
         self.sampler.load_state_dict(state["sampler"])
+        self.rollouts.load_state_dict(state.get("rollouts"), self.step)
         self.learner.restore(state["optimizer"], path / "policy")
         self.learner.scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
@@ -587,6 +556,7 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+        self.rollouts.close()
         self.reward.close()
         self.engine.close()
         dist.shutdown()

@@ -172,6 +172,14 @@ REJECTED = [
     ("algo.clip.eps_high", _set("algo.clip.eps_high", 0.1)),
     ("algo.group_size", _set("algo.group_size", 1)),
     ("algo.dynamic_sampling.oversample", _set("algo.dynamic_sampling.oversample", 0.5)),
+    ("rollout.max_staleness", _set("rollout.max_staleness", 2)),  # one batch in flight, no more
+    ("rollout.max_staleness", _all(_set("rollout.backend", "vllm"), _set("rollout.max_staleness", 1))),
+    (
+        "rollout.is_mode",
+        _all(
+            _set("rollout.backend", "vllm"), _set("rollout.mode", "server"), _set("rollout.max_staleness", 1)
+        ),
+    ),  # fmt: skip
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 0.0)),
     ("algo.entropy_mask.top_frac", _set("algo.entropy_mask.top_frac", 1.5)),
     ("algo.entropy_mask.keep", _set("algo.entropy_mask.keep", "middle")),

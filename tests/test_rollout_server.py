@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import copy
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,6 +162,29 @@ def test_three_step_run_through_the_server_matches_colocated(server, tiny_cache,
     got, expected = metrics_lines(tmp_path / "server"), metrics_lines(tmp_path / "colocated")
     assert [d["step"] for d in expected] == [1, 2, 3]
     assert_same_metrics(got, expected, abs_tol=1e-6)
+
+
+def test_one_update_behind_through_the_server_and_its_exact_resume(server, tiny_cache, tmp_path):
+    """rollout.max_staleness=1: every batch after the first is sampled one update behind (rollout/policy_lag 0,
+    1, 1) and the learner's pre-pass sees it (rollout/logp_diff > 0 then, 0 on the first step, where nothing
+    is stale). Resumed from step 2's checkpoint, which holds step 3's batch in flight, step 3 is the straight
+    run's exactly."""
+    overrides = ("trainer.total_steps=3", "trainer.save_every=2", "eval.every=0", "trainer.progress_bar=false",
+                 "rollout=server", f"rollout.server_url={server.url}", "rollout.server_launch=false",
+                 "rollout.max_staleness=1", "rollout.is_mode=token_mask")  # fmt: skip
+    straight = tmp_path / "straight"
+    subprocess.run(train_cmd(straight, *overrides), env=train_env(tiny_cache), cwd=tmp_path, check=True)
+    lines = metrics_lines(straight)
+    assert [d["rollout/policy_lag"] for d in lines] == [0, 1, 1]
+    assert lines[0]["rollout/logp_diff_max"] < 1e-4 < lines[1]["rollout/logp_diff_max"]
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step_000003")
+    (resumed / "checkpoints" / "latest").write_text("step_000002\n")
+    out = subprocess.run(train_cmd(resumed, *overrides), env=train_env(tiny_cache), cwd=tmp_path,
+                         check=True, capture_output=True, text=True)  # fmt: skip
+    assert "resumed from" in out.stdout + out.stderr
+    assert_same_metrics(metrics_lines(resumed), lines, abs_tol=0.0)
 
 
 def test_two_sharded_trainer_processes_through_a_launched_server_match_one_colocated(
