@@ -52,6 +52,9 @@ def run(seed: int, out: Path, cache: Path, overrides: list[str]) -> dict:
         "entropy": (steps[0]["entropy/mean"], steps[-1]["entropy/mean"]),
         "clipped": sum(1 for d in steps if d.get("clip/low_frac", 0) > 0 or d.get("clip/high_frac", 0) > 0),
         "steps": len(steps),
+        # rollout.max_staleness 1 and rollout.is_mode: the policy lag after the first step, the share corrected
+        "lag": sorted({d["rollout/policy_lag"] for d in steps[1:] if "rollout/policy_lag" in d}),
+        "is_frac": [d["rollout/tis_clip_frac"] for d in steps if "rollout/tis_clip_frac" in d],
     }
 
 
@@ -75,6 +78,13 @@ def table(rows: list[dict]) -> str:
         f"{min(firsts):.3f}–{max(firsts):.3f}, last {min(lasts):.3f}–{max(lasts):.3f}): a gain of "
         f"+{100 * sum(gains) / len(gains):.1f} points on average, +{100 * min(gains):.1f} to +{100 * max(gains):.1f}."
     )
+    for r in rows:
+        if r["lag"] or r["is_frac"]:
+            frac = r["is_frac"] or [0.0]
+            out.append(
+                f"Seed {r['seed']}: `rollout/policy_lag` after step 1 {r['lag']}; `rollout/tis_clip_frac` mean "
+                f"{sum(frac) / len(frac):.4f}, max {max(frac):.4f}."
+            )
     return "\n".join(out)
 
 
