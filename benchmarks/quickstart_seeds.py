@@ -93,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/quickstart_seeds")
+    parser.add_argument("overrides", nargs="*", help="passed on to rlvr-train (key=value)")
     return parser
 
 
 def main() -> None:
     parser = build_parser()
-    args, overrides = parser.parse_known_args()
+    args = parser.parse_args()
+    overrides = args.overrides
     out = Path(args.out).resolve()
     cache = out / "cache"
     shutil.rmtree(cache, ignore_errors=True)
