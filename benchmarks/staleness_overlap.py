@@ -45,7 +45,11 @@ BIN = Path(sys.executable).parent
 SHAPES = {
     **MODELS,
     "qwen2-3m": dict(
-        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=768
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=768,
     ),
 }
 PHASES = ("timing/rollout_s", "timing/verify_s", "timing/learner_s", "timing/sync_s")
