@@ -44,6 +44,9 @@ BIN = Path(sys.executable).parent
 # name -> Qwen2 shape (rollout_throughput's, and one between them where neither phase dwarfs the other on CPU)
 SHAPES = {
     **MODELS,
+    "qwen2-1m": dict(
+        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=512
+    ),
     "qwen2-3m": dict(
         hidden_size=256,
         num_hidden_layers=4,
