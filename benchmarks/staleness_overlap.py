@@ -1,16 +1,19 @@
 """Seconds per RL step with generation overlapped with learning (`rollout.max_staleness` 1) against in order (0).
 
-    python benchmarks/staleness_overlap.py [--rounds 3] [--steps 10] [--warmup 2] [--model qwen2-24m]
-        [--prompts 16] [--group-size 8] [--max-new-tokens 32] [--out runs/bench_staleness]
+    python benchmarks/staleness_overlap.py [--rounds 3] [--steps 10] [--warmup 2] [--model qwen2-3m]
+        [--prompts 4] [--group-size 8] [--max-new-tokens 64] [--out runs/bench_staleness]
 
 Disaggregated as on GPUs, on a 2-core machine: the rollout server (`rlvr-rollout-server`, vLLM) runs on core 0
 (`taskset -c 0`, `VLLM_CPU_OMP_THREADS_BIND=0`) and the trainer (`rlvr-train`, learner and verifier) on core 1
 (`taskset -c 1`, one torch thread), the trainer connecting to the running server (`rollout.server_launch=false`).
-The model is a randomly initialised Qwen2 of --model's shape (benchmarks/rollout_throughput.py's MODELS) with the
-tiny tokenizer (the quickstart's addition prompts), so that generation and learning each take a visible share of a step; every completion is exactly
---max-new-tokens long (`rollout.ignore_eos`), dynamic sampling is off and evaluation and samples are off, so every
-step does the same work. Rewards are mostly 0 on a random model: the learner still runs every forward and
-backward. Both arms use `rollout.is_mode=token_mask` (required by staleness 1; it costs nothing measurable).
+The model is a randomly initialised Qwen2 of --model's shape (SHAPES below) with the tiny tokenizer and the
+quickstart's addition prompts. On CPU a token costs the learner (pre-pass, forward, backward, in torch) several
+times what it costs vLLM to generate, so the defaults (a 3.2M-parameter model, 4 prompts x G 8 = 32 answers of 64
+tokens) keep generation a visible share of a step: the overlap can only hide the shorter phase (the step-time
+model, benchmarks/step_time_model.py). Every answer is exactly --max-new-tokens long (`rollout.ignore_eos`),
+dynamic sampling, overlong shaping, evaluation and samples are off, so every step does the same work; rewards are
+mostly 0 on a random model and the learner still runs every forward and backward. Both arms use
+`rollout.is_mode=token_mask` (staleness 1 requires a correction), with the quickstart's 4 mini-batches a step.
 
 A round runs both arms, one after the other, in alternating order (0 then 1, then 1 then 0), each with a fresh
 server; the first --warmup steps of a run are dropped; a run's time is the median of its `timing/step_s`. Each
@@ -45,7 +48,11 @@ BIN = Path(sys.executable).parent
 SHAPES = {
     **MODELS,
     "qwen2-1m": dict(
-        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=512
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=512,
     ),
     "qwen2-3m": dict(
         hidden_size=256,
@@ -185,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--model", default="qwen2-3m", choices=list(SHAPES))
-    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default="runs/bench_staleness")
     parser.add_argument("--max-others", type=float, default=0.15)
     parser.add_argument("--idle-timeout", type=float, default=600.0)
