@@ -584,10 +584,12 @@ class Trainer:
         )
 
     def close(self) -> None:
-        if self.shard_writer is not None:
-            self.shard_writer.close()  # a background save finished and committed, on every rank
-        self.logger.close()
-        self.rollouts.close()
-        self.reward.close()
-        self.engine.close()
-        dist.shutdown()
+        try:
+            if self.shard_writer is not None:
+                self.shard_writer.close()  # a background save finished and committed, on every rank
+        finally:
+            self.logger.close()
+            self.rollouts.close()
+            self.reward.close()
+            self.engine.close()
+            dist.shutdown()
