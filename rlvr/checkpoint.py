@@ -40,7 +40,7 @@ MANIFEST = "manifest.json"
 
 
 @contextmanager
-def _no_transformers_bars():
+def no_transformers_bars():
     """Without transformers' progress bars: save_pretrained draws a "Writing model shards" bar for every
     checkpoint, which would break the trainer's one-line progress bar at every save."""
     from transformers.utils import logging as hf_logging
@@ -113,15 +113,10 @@ def save_checkpoint(
     """Write checkpoint `step` atomically, point `latest` at it, and keep only the newest `keep_last`.
     `policy_state`, `reference_state`: the models' full weights (`gather_full_state`), where the modules hold
     only shards; None: the modules' own. Raises CheckpointSaveError (the partial write removed) on an OSError."""
-    root = Path(output_dir) / "checkpoints"
-    final = root / step_name(step)
-    tmp = root / f".tmp-{step_name(step)}"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    tmp = begin_write(output_dir, step)
+    with save_errors(output_dir, step):
         # copies of the dicts: save_pretrained empties the state dict it is given
-        with _no_transformers_bars():
+        with no_transformers_bars():
             policy.save_pretrained(tmp / "policy", state_dict=_copy(policy_state), safe_serialization=True)
             tokenizer.save_pretrained(tmp / "policy")
             if reference is not None:
@@ -129,15 +124,48 @@ def save_checkpoint(
                     tmp / "reference", state_dict=_copy(reference_state), safe_serialization=True
                 )
         torch.save(state, tmp / "state.pt")
+    return commit(output_dir, step, keep_last)
+
+
+def temp_dir(output_dir: str | Path, step: int) -> Path:
+    """Where checkpoint `step` is written before `commit` renames it into place."""
+    return Path(output_dir) / "checkpoints" / f".tmp-{step_name(step)}"
+
+
+@contextmanager
+def save_errors(output_dir: str | Path, step: int, also: tuple[type[BaseException], ...] = ()):
+    """Inside: an OSError (or torch.save's RuntimeError for a full disk, or one of `also`) while writing checkpoint
+    `step` removes its temp dir and becomes a one-line CheckpointSaveError, which says that the previous checkpoint
+    is intact."""
+    try:
+        yield
+    except (OSError, RuntimeError, *also) as e:
+        shutil.rmtree(temp_dir(output_dir, step), ignore_errors=True)
+        reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else (str(e) or type(e).__name__)
+        raise CheckpointSaveError(
+            f"could not write checkpoint {step_name(step)} in {Path(output_dir) / 'checkpoints'}: "
+            f"{reason.splitlines()[0]}; the previous checkpoint ({find_latest(output_dir) or 'none'}) is intact"
+        ) from None
+
+
+def begin_write(output_dir: str | Path, step: int) -> Path:
+    """A new, empty temp dir for checkpoint `step` (one left by a crash is removed)."""
+    tmp = temp_dir(output_dir, step)
+    with save_errors(output_dir, step):
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    return tmp
+
+
+def commit(output_dir: str | Path, step: int, keep_last: int) -> Path:
+    """Make the written temp dir of checkpoint `step` the checkpoint: its manifest, everything synced to disk, the
+    rename to step_N, `latest` pointed at it, and only the newest `keep_last` kept. Returns its path."""
+    root, tmp = Path(output_dir) / "checkpoints", temp_dir(output_dir, step)
+    final = root / step_name(step)
+    with save_errors(output_dir, step):
         write_manifest(tmp)
         _fsync_tree(tmp)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e).splitlines()[0]
-        raise CheckpointSaveError(
-            f"could not write checkpoint {step_name(step)} in {root}: {reason}; the previous checkpoint "
-            f"({find_latest(output_dir) or 'none'}) is intact"
-        ) from None
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     tmp.rename(final)

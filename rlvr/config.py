@@ -2,8 +2,8 @@
 
 Hydra already rejects unknown keys and values of the wrong type (naming the key). `validate` runs each section's
 validator, then the rules between sections, then the file-system checks; every message names the offending key so
-a bad run fails before a model loads. The algo section lives in rlvr.config_algo and the eval section in
-rlvr.config_eval; both are re-exported here (`__all__`).
+a bad run fails before a model loads. The algo section lives in rlvr.config_algo, the eval section in
+rlvr.config_eval and the trainer section in rlvr.config_trainer; all are re-exported here (`__all__`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from rlvr.config_algo import (
 from rlvr.config_eval import HELDOUT, DatasetSpec, EvalConfig, EvalSetConfig, check_eval, eval_sets
 from rlvr.config_rules import one_of as _one_of
 from rlvr.config_rules import require as _require
+from rlvr.config_trainer import TrainerConfig, check_trainer
 from rlvr.errors import ConfigError
 
 # what `from rlvr.config import X` has always reached (the algo section now lives in rlvr.config_algo)
@@ -384,45 +385,6 @@ def _check_learner(lc: LearnerConfig) -> None:
 
 
 @dataclass
-class TrainerConfig:
-    output_dir: str = "runs/default"
-    total_steps: int = 100
-    prompts_per_step: int = 16  # B prompts, each sampled G times
-    seed: int = 0
-    save_every: int = 50
-    keep_last: int = 2
-    resume: str = "auto"  # auto | never | path to a checkpoint dir
-    # resume although the config changes the experiment saved in the run dir (algorithm, data, model, seed...):
-    # refused otherwise, naming each changed key (rlvr/run_dir.py; an explicit trainer.resume path allows it too)
-    allow_config_change: bool = False
-    samples_every: int = 10  # write samples/step_NNNNNN.jsonl every N steps (0 = never)
-    progress_bar: bool = True
-    # the divergence guard (rlvr/guard.py): stop (exit 1) after this many steps in a row whose update had a
-    # non-finite loss or gradient norm (each such optimizer step is skipped, counted in learner/nonfinite_steps)
-    max_nonfinite_steps: int = 3
-    # steps in a row with no learning signal (every sampled group one reward: groups/zero_std_frac 1) before a
-    # warning, and before the run stops with exit 1 (null = never)
-    no_signal_warn_steps: int | None = 5
-    no_signal_max_steps: int | None = 20
-
-
-def _check_trainer(t: TrainerConfig) -> None:
-    """trainer's values; whether a trainer.resume path exists is `_check_paths`'s."""
-    _require(t.total_steps >= 1, "trainer.total_steps", f"must be >= 1, got {t.total_steps}")
-    _require(t.prompts_per_step >= 1, "trainer.prompts_per_step", f"must be >= 1, got {t.prompts_per_step}")
-    _require(t.save_every >= 0, "trainer.save_every", "must be >= 0 (0 = only at the end)")
-    _require(t.keep_last >= 1, "trainer.keep_last", f"must be >= 1, got {t.keep_last}")
-    _require(
-        t.max_nonfinite_steps >= 1,
-        "trainer.max_nonfinite_steps",
-        f"must be >= 1, got {t.max_nonfinite_steps}",
-    )
-    for key in ("no_signal_warn_steps", "no_signal_max_steps"):
-        n = getattr(t, key)
-        _require(n is None or n >= 1, f"trainer.{key}", f"must be >= 1 or null, got {n}")
-
-
-@dataclass
 class MonitorConfig:
     """What the entropy observatory watches (rlvr/metrics/collapse.py)."""
 
@@ -590,7 +552,7 @@ def validate(cfg: RLVRConfig) -> None:
     _check_learner(cfg.learner)
     _check_data(cfg.data)
     _check_model(cfg.model)
-    _check_trainer(cfg.trainer)
+    check_trainer(cfg.trainer)
     check_eval(cfg.eval)
     _check_logger(cfg.logger)
     _check_monitor(cfg.monitor)

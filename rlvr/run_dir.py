@@ -39,6 +39,7 @@ RESUMABLE = (
     "trainer.resume",
     "trainer.output_dir",
     "trainer.allow_config_change",
+    "trainer.checkpoint_",
     "trainer.max_nonfinite_steps",
     "trainer.no_signal_warn_steps",
     "trainer.no_signal_max_steps",

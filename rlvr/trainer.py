@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from rlvr import checkpoint
+from rlvr import checkpoint, sharded_checkpoint
 from rlvr import distributed as dist
 from rlvr.config import ConfigError, RLVRConfig, validate
 from rlvr.data.prompts import Problem, PromptSampler, check_golds, encode_prompts, load_problems
@@ -175,7 +175,11 @@ class Trainer:
         set_seed(cfg.trainer.seed)
         acc = self.accelerator = dist.make_accelerator("bf16" if cfg.model.dtype == "bfloat16" else "no")
         dist.check_supported(acc, cfg.rollout.backend)
-        source = prep.resume_from / "policy" if prep.resume_from else cfg.model.path
+        # a sharded checkpoint's weights are loaded into the policy once it is sharded (`_load_shards`)
+        shards = (
+            prep.resume_from if prep.resume_from and sharded_checkpoint.is_sharded(prep.resume_from) else None
+        )
+        source = prep.resume_from / "policy" if prep.resume_from and not shards else cfg.model.path
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, attn_implementation=cfg.model.attn_implementation
         )
@@ -209,6 +213,7 @@ class Trainer:
             if self.learner.sharding
             else "full policy on every process",
         )
+        self._load_shards(shards)  # before the engine takes the policy's weights
         self.engine = _make_engine(cfg, self.learner.unwrapped, prep.tokenizer)
         self.reward = build_reward_model(cfg.reward)
         self.verifier = self.reward.verifier  # evaluation scores math verdicts alone
@@ -234,6 +239,20 @@ class Trainer:
         if prep.resume_from:
             self._restore(prep.resume_from)
         self.logger = self._make_logger()
+
+    def _load_shards(self, shards: Path | None) -> None:
+        """Start the sharded checkpoints' writer (trainer.checkpoint_format=sharded), and load a sharded checkpoint
+        `shards` (None: not resuming one): weights, Adam's state and a reset reference, resharded to this run."""
+        t, learner = self.cfg.trainer, self.learner
+        sharded_checkpoint.check_supported(learner.sharding, t.checkpoint_format, shards)
+        sharded = t.checkpoint_format == "sharded"
+        self.shard_writer = (
+            sharded_checkpoint.ShardWriter(self.out, self.prep.tokenizer, t.keep_last, t.checkpoint_async)
+            if sharded
+            else None
+        )
+        if shards is not None:
+            sharded_checkpoint.load(shards, learner.unwrapped, learner.optimizer, learner.reference)
 
     def _warn_inert_clip(self) -> None:
         """With one optimizer step per batch the policy is the sampler's during that step: every ratio is 1, so
@@ -461,19 +480,19 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Every rank joins the gathers of the full weights and optimizer state (their shards under FSDP);
-        rank 0 writes; the others wait for it."""
+        """Full format: every rank joins the gathers of the full weights and optimizer state (their shards under
+        FSDP); rank 0 writes; the others wait for it. Sharded: each rank writes its own shard (ShardWriter)."""
         learner = self.learner
         rollouts = self.rollouts.state_dict()
-        weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
         reference = learner.reference if self.resets > 0 else None
+        if self.shard_writer is not None:
+            self._refuse_nonfinite(nonfinite_tensors(learner.unwrapped.named_parameters()))
+            state = self.state(None, rollouts)
+            self.shard_writer.save(self.step, learner.unwrapped, learner.optimizer, reference, state)
+            return
+        weights, optimizer = checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
         reference_weights = checkpoint.gather_full_state(reference)[0] if reference is not None else None
-        bad = nonfinite_tensors(weights.items()) if dist.is_main() else []
-        if dist.any_rank(bool(bad)):
-            where = describe_nonfinite(bad) if bad else "on rank 0"
-            raise RunDiverged(
-                f"step {self.step}: no checkpoint written: the policy's weights hold NaN or infinite values ({where})"
-            )
+        self._refuse_nonfinite(nonfinite_tensors(weights.items()) if dist.is_main() else [])
         if dist.is_main():
             checkpoint.save_checkpoint(
                 self.out,
@@ -488,6 +507,14 @@ class Trainer:
             )
         dist.barrier()
 
+    def _refuse_nonfinite(self, bad: list) -> None:
+        """RunDiverged on every rank, no checkpoint written, when any rank found NaN or infinite weights (`bad`)."""
+        if dist.any_rank(bool(bad)):
+            where = describe_nonfinite(bad) if bad else "on another rank"
+            raise RunDiverged(
+                f"step {self.step}: no checkpoint written: the policy's weights hold NaN or infinite values ({where})"
+            )
+
     def _restore(self, path: Path) -> None:
         from transformers import AutoModelForCausalLM
 
@@ -497,7 +524,9 @@ class Trainer:
         self.gen_tokens_total = state.get("gen_tokens_total", 0)
         self.sampler.load_state_dict(state["sampler"])
         self.rollouts.load_state_dict(state.get("rollouts"), self.step)
-        self.learner.restore(state["optimizer"], path / "policy")
+        sharded = sharded_checkpoint.is_sharded(path)  # its weights, Adam, reference: loaded by _load_shards
+        if not sharded:
+            self.learner.restore(state["optimizer"], path / "policy")
         self.learner.scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
         # checkpoints written before the observatory existed have neither: start empty
@@ -508,7 +537,7 @@ class Trainer:
         if self.plateau is not None:  # a run that turns reset_on_plateau on at a restart starts counting then
             self.plateau.load_state_dict(state.get("plateau") or {})
         self.learner.load_entropy_reg_state(state.get("entropy_reg"))
-        if self.learner.reference is not None:
+        if self.learner.reference is not None and not sharded:
             # the reference is the base model until a reset, the latest reset's policy after one (saved with
             # every checkpoint from then on); the learner copied it from the resumed policy, which is neither
             source = path / "reference" if self.resets > 0 else self.cfg.model.path
@@ -555,8 +584,12 @@ class Trainer:
         )
 
     def close(self) -> None:
-        self.logger.close()
-        self.rollouts.close()
-        self.reward.close()
-        self.engine.close()
-        dist.shutdown()
+        try:
+            if self.shard_writer is not None:
+                self.shard_writer.close()  # a background save finished and committed, on every rank
+        finally:
+            self.logger.close()
+            self.rollouts.close()
+            self.reward.close()
+            self.engine.close()
+            dist.shutdown()

@@ -17,6 +17,10 @@ import torch
 from helpers import BIN, TWO_STEPS, assert_same_metrics, metrics_lines, run_train, train_cmd, train_env
 from margins import within
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from rlvr import sharded_checkpoint
+from rlvr.cli.export import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
 UPDATE_ONCE = ROOT / "tests" / "dist" / "update_once.py"
@@ -76,12 +80,28 @@ def test_two_processes_update_like_one(tmp_path, loss_agg, pack):
         assert two["entropy"][key] == pytest.approx(value, rel=1e-5), key
 
 
+def policy_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's policy weights, full (policy/) or sharded (merged from every rank's shard)."""
+    if sharded_checkpoint.is_sharded(checkpoint_dir):
+        return sharded_checkpoint.read_full(checkpoint_dir)
+    return load_file(checkpoint_dir / "policy" / "model.safetensors")
+
+
+# how each case checkpoints: DDP and FSDP2 one shard per rank (FSDP2's written in the background), ZeRO-3 gathered
+CHECKPOINTS = {
+    "ddp.yaml": ("trainer.checkpoint_format=sharded",),
+    "fsdp2.yaml": ("trainer.checkpoint_format=sharded", "trainer.checkpoint_async=true"),
+    "zero3.yaml": (),
+}
+
+
 @pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml", "zero3.yaml"])
 def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, two_step_run, tmp_path, config):
     """rlvr-train with 2 processes (data parallel, or sharded by FSDP2 or ZeRO-3 with the weights gathered into
-    each rank's vLLM engine at every sync) gives the 1-process run's metrics and checkpoint; a sharded one, gathered,
-    then goes on in one."""
-    overrides = TWO_STEPS
+    each rank's vLLM engine at every sync) gives the 1-process run's metrics and checkpoint, written as one shard
+    per rank (DDP, FSDP2) or gathered (ZeRO-3). FSDP2's shards go on in 2 processes and in 1 with the same
+    metrics, and rlvr-export merges them into a directory that transformers loads."""
+    overrides = (*TWO_STEPS, *CHECKPOINTS[config])
     one, two = two_step_run, tmp_path / "two"
     # rlvr-train's arguments, after the launcher's; sharded through the script that lets accelerate shard on CPU
     cmd = train_cmd(two, *overrides)
@@ -100,15 +120,32 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, two_step_run
     lines_one, lines_two = metrics_lines(one), metrics_lines(two)
     assert [m["step"] for m in lines_two] == [1, 2]
     assert_same_metrics(lines_two, lines_one)
-    weights = [load_file(d / "checkpoints/step_000002/policy/model.safetensors") for d in (one, two)]
-    assert_close_state(*weights, rel=1e-4)
+    saved = two / "checkpoints/step_000002"
+    weights = [policy_weights(d / "checkpoints/step_000002") for d in (one, two)]
+    assert_close_state(weights[0], {k: weights[1][k] for k in weights[0]}, rel=1e-4)  # DCP's: lm_head too
+    if CHECKPOINTS[config]:
+        assert sorted(p.name for p in (saved / "sharded").iterdir()) == [
+            ".metadata",
+            "__0_0.distcp",
+            "__1_0.distcp",
+        ]
 
-    if config == "ddp.yaml":  # rank 0's full state, as one process writes it
+    # DDP's weights are whole on every rank: resharding is FSDP2's case below. ZeRO-3's gathered checkpoint is
+    # the 1-process format (tests/test_resume.py); tests/test_sharded.py loads it into one plain process
+    if config != "fsdp2.yaml":
         return
-    # the sharded checkpoint, gathered, goes on in one process
+    assert export_main([str(saved), str(tmp_path / "hf")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert_close_state(dict(exported.state_dict()), weights[1], rel=0.0)
+    # step 3 from the shards in 2 processes (into another run dir), then in one: the same metrics
+    again = tmp_path / "again"
+    cmd = train_cmd(again, *overrides[1:], "trainer.total_steps=3", f"trainer.resume={saved}")
+    cmd[0] = str(SHARD_ON_CPU)
+    launch(2, *cmd, config=config, env=train_env(tiny_cache), cwd=tmp_path)
     run_train(tiny_cache, two, *overrides[1:], "trainer.total_steps=3")
     assert [m["step"] for m in metrics_lines(two)] == [1, 2, 3]
     assert (two / "checkpoints/latest").read_text().strip() == "step_000003"
+    assert_same_metrics(metrics_lines(again), metrics_lines(two)[2:])
 
 
 def _accelerator(kind: str, *, fsdp2: bool = False, zero_stage: int = 3, offload: str = "none"):

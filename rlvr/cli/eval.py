@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlvr import sharded_checkpoint
     from rlvr.data.prompts import DataError
     from rlvr.evaluate import build_eval_sets, evaluate_sets
     from rlvr.reward import MathVerifier
@@ -156,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_dir = _model_dir(args.model, args.revision)
         if not (model_dir / "config.json").exists():
-            raise ConfigError("MODEL", f"{model_dir}: not a model directory (no config.json)")
+            merge = (
+                f"; a sharded checkpoint: merge it first, rlvr-export {model_dir} OUT_DIR"
+                if sharded_checkpoint.is_sharded(model_dir)
+                else ""
+            )
+            raise ConfigError("MODEL", f"{model_dir}: not a model directory (no config.json){merge}")
         cfg = _config(args, model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if tokenizer.pad_token_id is None:

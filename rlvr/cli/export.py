@@ -5,6 +5,8 @@
 
 The result (config.json, model.safetensors, tokenizer files, generation_config.json) loads with
 `AutoModelForCausalLM.from_pretrained(OUT_DIR)` and `vllm.LLM(OUT_DIR)`. OUT_DIR appears complete or not at all.
+A sharded checkpoint (trainer.checkpoint_format=sharded) is merged here, in one process: every rank's shard read
+into full float32 tensors, so this process needs the policy's size in memory (4 bytes a parameter).
 """
 
 from __future__ import annotations
@@ -14,30 +16,35 @@ import shutil
 import sys
 from pathlib import Path
 
-from rlvr import checkpoint
+from rlvr import checkpoint, sharded_checkpoint
 
 
-def resolve_policy_dir(path: Path) -> Path:
-    """The policy dir of a checkpoint, or of the newest complete checkpoint of a run dir."""
-    if (path / "policy").is_dir():
-        return path / "policy"
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint dir (full: with policy/; sharded: with sharded/), or the newest complete one of a run dir."""
+    if (path / "policy").is_dir() or sharded_checkpoint.is_sharded(path):
+        return path
     latest = checkpoint.find_latest(path)
     if latest is None:
         raise FileNotFoundError(
-            f"{path}: neither a checkpoint (no policy/) nor a run dir with complete checkpoints"
+            f"{path}: neither a checkpoint (no policy/ or sharded/) nor a run dir with complete checkpoints"
         )
-    return latest / "policy"
+    return latest
 
 
 def export(source: Path, out: Path) -> Path:
-    policy = resolve_policy_dir(source)
+    """Write `source`'s policy (a checkpoint, or a run's newest) to the new dir `out`: a full checkpoint's
+    policy/ copied, a sharded one's shards merged into safetensors. Returns the checkpoint dir."""
+    found = resolve_checkpoint(source)
     if out.exists():
         raise FileExistsError(f"{out}: already exists; choose a new directory")
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(policy, tmp)
+    if sharded_checkpoint.is_sharded(found):
+        sharded_checkpoint.export_hf(found, tmp)
+    else:
+        shutil.copytree(found / "policy", tmp)
     tmp.rename(out)
-    return policy
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
