@@ -61,7 +61,9 @@ def metrics_lines(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_same_metrics(got: list[dict], expected: list[dict], abs_tol: float = 1e-6, skip: tuple = ()) -> None:
+def assert_same_metrics(
+    got: list[dict], expected: list[dict], abs_tol: float = 1e-6, skip: tuple = ()
+) -> None:
     """Two runs' metrics.jsonl lines: the same steps and keys, and the same values (timings aside) within 1e-5
     relative or `abs_tol` (float32 rounding of values near 0: a 10th-percentile entropy, a policy loss; what a
     bug moves is a reward's 1/256 steps, entropies by 1e-2).
