@@ -39,7 +39,6 @@ from rlvr.microbatch import (  # noqa: F401
     padding_fraction,
     padding_positions,
     plan_micro_batches,
-    split_micro_batches,
     unpack_rows,
 )
 from rlvr.objectives import build_entropy_reg, build_objective

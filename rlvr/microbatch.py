@@ -14,14 +14,6 @@ import torch
 from rlvr.batch import BatchLayout
 from rlvr.distributed import shard_bounds
 
-
-def split_micro_batches(plan: Sequence, rank: int, world: int) -> list:
-    """rank's micro-batches (every world-th, from its rank on), padded with None to the same count on every rank:
-    each backward is a gradient all-reduce that every rank must join, so a rank short of work runs a dummy."""
-    mine = list(plan[rank::world])
-    return mine + [None] * (-(-len(plan) // world) - len(mine))
-
-
 # A micro-batch is a list of forward rows, each a list of sequence indices: one per row unless packed.
 MicroBatch = list[list[int]]
 
