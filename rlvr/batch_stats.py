@@ -8,8 +8,6 @@ a few dozen scalars, 25 histogram counts, and 32 rounds of 6 counts for the quan
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -18,7 +16,15 @@ from rlvr.algo.cov import token_covariance
 from rlvr.batch import RolloutBatch
 from rlvr.metrics import covariance_stats, entropy_above_threshold, entropy_by_outcome, entropy_stats
 from rlvr.metrics.covariance import TOP_FRAC
-from rlvr.metrics.entropy_stats import QUANTILES, bottom_key, entropy_hist, top_key
+from rlvr.metrics.entropy_stats import (
+    QUANTILES,
+    bottom_key,
+    entropy_hist,
+    interpolate,
+    quantile_ranks,
+    top_count,
+    top_key,
+)
 from rlvr.sharded import kth_largest, total
 
 
@@ -71,15 +77,10 @@ def sharded_entropy_stats(x: Tensor, threshold: float, top_frac: float = 0.2) ->
     n = int(counts[0])
     if n == 0:
         return {}
-    positions = [q * (n - 1) for _, q in QUANTILES]
-    lo = [math.floor(p) for p in positions]
-    hi = [min(i + 1, n - 1) for i in lo]
+    ranks, weights = quantile_ranks(n)
     # the (i+1)-th smallest is the (n-i)-th largest
-    picked = kth_largest(x, [n - i for i in lo + hi])
-    v_lo, v_hi = picked[: len(lo)], picked[len(lo) :]
-    frac = torch.tensor([p - i for p, i in zip(positions, lo)], dtype=torch.float32)
-    quantiles = (v_lo + (v_hi - v_lo) * frac).tolist()
-    k = max(1, math.ceil(round(top_frac * n, 9)))
+    quantiles = interpolate(kth_largest(x, [n - i for i in ranks]), weights).tolist()
+    k = top_count(top_frac, n)
     top = _top_sum(x, k)
     out: dict = {"entropy/mean": (counts[1] / n).item()}
     out.update({key: q for (key, _), q in zip(QUANTILES, quantiles)})
@@ -118,6 +119,6 @@ def sharded_covariance_stats(logp: Tensor, advantages: Tensor, mask: Tensor) -> 
     if n == 0:
         return {}
     c = token_covariance(logp, advantages, m, total=total)[m]
-    k = max(1, math.ceil(round(TOP_FRAC * n, 9)))
+    k = top_count(TOP_FRAC, n)
     mean = total(c.double().sum()) / n
     return {"cov/mean": mean.item(), f"cov/top{100 * TOP_FRAC:g}pct_mean": (_top_sum(c, k) / k).item()}

@@ -34,14 +34,8 @@ class AllTokens:
 
     needs_entropy = False
 
-    def mask(
-        self,
-        entropy: Tensor | None,
-        response_mask: Tensor,
-        rows: Tensor | None = None,
-        n_rows: int | None = None,
-    ) -> Tensor:
-        """response_mask [n, L] bool -> itself."""
+    def mask(self, entropy: Tensor | None, response_mask: Tensor, rows=None, n_rows=None) -> Tensor:
+        """response_mask [n, L] bool -> itself (`rows`, `n_rows`: where its rows sit, as for ForkingTokens)."""
         return response_mask
 
 
@@ -54,13 +48,7 @@ class ForkingTokens:
     bottom: bool = False  # the complement instead: the 1 - top_frac of lowest entropy (the paper's ablation)
     needs_entropy = True
 
-    def mask(
-        self,
-        entropy: Tensor | None,
-        response_mask: Tensor,
-        rows: Tensor | None = None,
-        n_rows: int | None = None,
-    ) -> Tensor:
+    def mask(self, entropy: Tensor | None, response_mask: Tensor, rows=None, n_rows=None) -> Tensor:
         """entropy, response_mask: [n, L] of this rank's rows `rows` [n] of the whole batch of n_rows -> bool
         [n, L], its part of the top_frac of the whole batch's response tokens by entropy (`algo.top_entropy_mask`
         over every rank's rows: `sharded.top_frac_mask`; with `bottom`, every other response token). The learner

@@ -76,6 +76,28 @@ def bottom_key(top_frac: float) -> str:
     return _pct_key("bottom", 1.0 - top_frac)
 
 
+def top_count(top_frac: float, n: int) -> int:
+    """k = ceil(top_frac * n), at least 1: how many of n values a top-fraction mean averages."""
+    # round() guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> ceil 4.
+    return max(1, math.ceil(round(top_frac * n, 9)))
+
+
+def quantile_ranks(n: int) -> tuple[list[int], list[float]]:
+    """For the QUANTILES of n values: the order statistics they interpolate between (0-based ranks in ascending
+    order, every quantile's lower one, then every upper one) and the upper ones' weights. Linear interpolation
+    at position q*(n-1), like numpy's default."""
+    positions = [q * (n - 1) for _, q in QUANTILES]
+    lo = [math.floor(p) for p in positions]
+    hi = [min(i + 1, n - 1) for i in lo]
+    return lo + hi, [p - i for p, i in zip(positions, lo)]
+
+
+def interpolate(picked: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """The quantiles (float32) from the order statistics `picked` at `quantile_ranks`' ranks and its weights."""
+    v_lo, v_hi = picked[: len(weights)], picked[len(weights) :]
+    return v_lo + (v_hi - v_lo) * torch.tensor(weights, device=picked.device, dtype=torch.float32)
+
+
 def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, float | list[int]]:
     """Mean, quantiles, top-fraction mean and fixed-bin histogram of per-token entropies.
 
@@ -111,18 +133,10 @@ def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, flo
     # and the mean is NaN anyway: a NaN entropy is a bug upstream and should be visible.
     x_sorted = torch.sort(x).values
 
-    # Linear interpolation between order statistics: position q*(n-1), like numpy's default.
-    positions = [q * (n - 1) for _, q in QUANTILES]
-    lo = [math.floor(p) for p in positions]
-    hi = [min(i + 1, n - 1) for i in lo]
-    idx = torch.tensor(lo + hi, device=x.device)
-    picked = x_sorted[idx]
-    v_lo, v_hi = picked[: len(lo)], picked[len(lo) :]
-    frac = torch.tensor([p - i for p, i in zip(positions, lo)], device=x.device, dtype=torch.float32)
-    quantiles = v_lo + (v_hi - v_lo) * frac
+    ranks, weights = quantile_ranks(n)
+    quantiles = interpolate(x_sorted[torch.tensor(ranks, device=x.device)], weights)
 
-    # round() guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> ceil 4.
-    k = max(1, math.ceil(round(top_frac * n, 9)))
+    k = top_count(top_frac, n)
     top_mean = x_sorted[n - k :].mean()
     # NaN sorts last, into the top k: the bottom mean stays finite unless more than k values are NaN
     bottom = [x_sorted[: n - k].mean().reshape(1)] if n > k else []
