@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from margins import within
 
-from rlvr.learner import RolloutBatch
+from rlvr import distributed as dist
+from rlvr.batch import BatchLayout
+from rlvr.learner import RolloutBatch, layout_of
 
 BIN = Path(sys.executable).parent  # the venv's bin/: rlvr-train, rlvr-report, rlvr-eval
 RLVR_TRAIN = BIN / "rlvr-train"
@@ -102,6 +104,20 @@ def rollout_batch(tokenizer, n: int, seed: int = 0, longer: int = 0) -> RolloutB
     responses = [torch.randint(0, 250, (longer + 1 + (i * 2) % 5,), generator=g).tolist() for i in range(n)]
     ids, att, resp = right_pad(list(zip(prompts, responses)), tokenizer.pad_token_id)
     return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(ids.shape))
+
+
+def rank_share(whole: RolloutBatch, algo) -> tuple[RolloutBatch, BatchLayout]:
+    """This rank's rows of the batch `whole` (its slice of each mini-batch, as rlvr.share gives the trainer's
+    learner) and their layout, for `Learner.update` under several processes (one: the whole batch)."""
+    layout = layout_of(
+        len(whole) // algo.group_size,
+        algo.group_size,
+        algo.minibatch_prompts,
+        algo.num_minibatches,
+        dist.rank(),
+        dist.world_size(),
+    )
+    return whole.select(layout.rows), layout
 
 
 def compose_config(*overrides: str):

@@ -15,12 +15,12 @@ import torch
 from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import rollout_batch  # noqa: E402
+from helpers import rank_share, rollout_batch  # noqa: E402
 
 from rlvr import distributed as dist  # noqa: E402
 from rlvr.config import AlgoConfig, EntropyMaskConfig, KLConfig, LearnerConfig, OptimConfig  # noqa: E402
 from rlvr.batch_stats import sharded_entropy_stats  # noqa: E402
-from rlvr.learner import Learner, layout_of  # noqa: E402
+from rlvr.learner import Learner  # noqa: E402
 from rlvr.metrics import entropy_stats  # noqa: E402
 from rlvr.tiny_model import build_model, build_tokenizer  # noqa: E402
 
@@ -39,12 +39,13 @@ def main(out: str, loss_agg: str, pack: bool) -> None:
     )
     # Adam's eps=1 makes the step proportional to the gradient (see tests/test_learner.py)
     optim = OptimConfig(lr=1e-2, eps=1.0, max_grad_norm=1e9)
-    learner_cfg = LearnerConfig(micro_batch_size=2, max_tokens_per_microbatch=120 if pack else None, pack=pack)
+    learner_cfg = LearnerConfig(
+        micro_batch_size=2, max_tokens_per_microbatch=120 if pack else None, pack=pack
+    )
     learner = Learner(model, Accelerator(cpu=True), algo, optim, learner_cfg, 1.0, 10, max_new_tokens=8)
     # responses of 40-44 tokens: the per-token tensors outweigh what must cross ranks (counts, sums)
     whole = rollout_batch(tokenizer, n=28, seed=1, longer=40)
-    layout = layout_of(4, 7, algo.minibatch_prompts, algo.num_minibatches, dist.rank(), dist.world_size())
-    batch = whole.select(layout.rows)  # this rank's rows only
+    batch, layout = rank_share(whole, algo)  # this rank's rows only
     received = dist.bytes_received()
     result = learner.update(batch, seed=0, layout=layout)
     received = dist.bytes_received() - received
@@ -63,8 +64,10 @@ def main(out: str, loss_agg: str, pack: bool) -> None:
                 "rows": layout.rows.tolist(),
                 "received": received,
                 # what the other rank's rows weigh as the learner's tensors (ids, masks, sampler log-probs)
-                "others_bytes": sum(t[others].nbytes for t in (whole.input_ids, whole.attention_mask,
-                                                               whole.response_mask, whole.rollout_logp)),
+                "others_bytes": sum(
+                    t[others].nbytes
+                    for t in (whole.input_ids, whole.attention_mask, whole.response_mask, whole.rollout_logp)
+                ),
             },
             out,
         )
