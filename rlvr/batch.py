@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -20,3 +21,18 @@ class RolloutBatch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
+        """The sequences `rows` [n] (indices), in that order, at the same width."""
+        return RolloutBatch(*(t[rows] for t in dataclasses.astuple(self)))
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Where one rank's rows sit in the step's whole batch (rlvr.share): the rank holds its slice of every
+    mini-batch, mini-batch after mini-batch. With one process, the whole batch."""
+
+    rows: torch.Tensor  # [n] long: each of this rank's rows' index in the whole batch
+    minibatches: list[torch.Tensor]  # per mini-batch, this rank's rows in it (indices into its n rows)
+    minibatch_rows: list[tuple[int, int]]  # per mini-batch, [start, end) of its rows in the whole batch
+    n_rows: int  # rows of the whole batch

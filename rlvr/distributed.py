@@ -1,18 +1,25 @@
 """Data parallelism across the processes `accelerate launch` (or torchrun) starts: who does which share, and
 the few collectives the trainer needs. With one process every function is the identity.
 
-The scheme: every rank samples and verifies a contiguous share of the step's prompts (whole groups, so
-advantages never need another rank's rewards), then all ranks gather every group and build the same full
-batch. The learner splits that batch's micro-batches across ranks and sums per-token results back, so the
-loss normaliser, the metrics and the entropy quantiles are those of the whole batch on every rank.
+The scheme (docs/SCALE_OUT.md, "What crosses ranks"): every rank samples and verifies a contiguous share of the
+step's prompts (whole groups, so advantages never need another rank's rewards); the ranks gather each group's
+metadata (rewards, verdicts, lengths: no tokens) and keep the completions they generated. Each rank then trains
+on its slice of every mini-batch (rlvr.share): only the groups whose trainer is not the rank that generated them
+move, once, to that trainer. Batch-wide quantities (loss normalisers, the forking-token quantile, Clip-Cov/KL-Cov
+selections, entropy statistics) cross as sums, counts and per-row counts (rlvr.sharded), never as tokens.
+
+Every collective here counts the bytes this rank receives (`bytes_received`), which the trainer logs as
+dist/bytes_received and the 2-process tests bound.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -151,13 +158,75 @@ def my_shard(items: Sequence[T]) -> tuple[int, Sequence[T]]:
     return start, items[start:end]
 
 
+@dataclass
+class _Traffic:
+    """The bytes this process received from other ranks through the collectives below, since it started."""
+
+    received: int = 0
+
+
+_TRAFFIC = _Traffic()
+
+
+def bytes_received() -> int:
+    """Bytes this rank has received from the others through this module's collectives so far (0 alone). Counted
+    as payload: a gathered object's pickle, an all-reduced tensor's size (what a rank receives of the result),
+    the sizes exchanged before variable-size payloads."""
+    return _TRAFFIC.received
+
+
+def _received(nbytes: int) -> None:
+    _TRAFFIC.received += int(nbytes)
+
+
+def _pickled(obj) -> torch.Tensor:
+    """obj as a uint8 tensor on the collective device."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(_collective_device())
+
+
+def _unpickled(data: torch.Tensor):
+    return pickle.loads(data.cpu().numpy().tobytes())
+
+
 def gather_objects(obj: T) -> list[T]:
-    """[obj of rank 0, obj of rank 1, ...] on every rank (pickled; for rollouts and small results)."""
+    """[obj of rank 0, obj of rank 1, ...] on every rank (pickled; for small results: every rank receives every
+    rank's obj)."""
     if not active():
         return [obj]
-    out: list = [None] * world_size()
-    tdist.all_gather_object(out, obj)
-    return out
+    data = _pickled(obj)
+    sizes = [torch.zeros(1, dtype=torch.long, device=data.device) for _ in range(world_size())]
+    tdist.all_gather(sizes, torch.tensor([data.numel()], device=data.device))
+    longest = max(int(n) for n in sizes)
+    parts = [torch.empty(longest, dtype=torch.uint8, device=data.device) for _ in sizes]
+    tdist.all_gather(parts, torch.nn.functional.pad(data, (0, longest - data.numel())))
+    _received((world_size() - 1) * (8 + longest))
+    return [_unpickled(part[: int(n)]) for part, n in zip(parts, sizes)]
+
+
+def exchange_objects(outgoing: Sequence) -> list:
+    """All-to-all: outgoing[r] (any picklable, None for nothing) goes to rank r; returns what each rank sent this
+    one, [from rank 0, from rank 1, ...]. A rank receives only what is addressed to it."""
+    if not active():
+        return [outgoing[0]]
+    me, device = rank(), _collective_device()
+    chunks = [_pickled(obj) for obj in outgoing]
+    out_sizes = torch.tensor([c.numel() for c in chunks], dtype=torch.long, device=device)
+    in_sizes = torch.empty_like(out_sizes)
+    tdist.all_to_all_single(in_sizes, out_sizes)
+    counts = in_sizes.tolist()
+    received = torch.empty(sum(counts), dtype=torch.uint8, device=device)
+    tdist.all_to_all_single(received, torch.cat(chunks), counts, out_sizes.tolist())
+    _received(sum(n for r, n in enumerate(counts) if r != me) + 8 * (world_size() - 1))
+    return [_unpickled(part) for part in received.split(counts)]
+
+
+def gather_to_main(obj: T) -> list[T] | None:
+    """[obj of every rank] on rank 0 (None on the others), which alone receives them."""
+    if not active():
+        return [obj]
+    parts = exchange_objects([obj] + [None] * (world_size() - 1))
+    return parts if is_main() else None
 
 
 def broadcast_object(obj: T) -> T:
@@ -166,13 +235,24 @@ def broadcast_object(obj: T) -> T:
         return obj
     box = [obj]
     tdist.broadcast_object_list(box, src=0)
+    if not is_main():
+        _received(len(pickle.dumps(box[0])))
     return box[0]
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """In-place sum over ranks (tensors whose rows each rank filled for its own share, zero elsewhere)."""
+    """In-place sum over ranks (each rank's partial sums, or rows each rank filled for its own share)."""
     if active():
         tdist.all_reduce(tensor, op=tdist.ReduceOp.SUM)
+        _received(tensor.numel() * tensor.element_size())
+    return tensor
+
+
+def all_reduce_max_(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place maximum over ranks."""
+    if active():
+        tdist.all_reduce(tensor, op=tdist.ReduceOp.MAX)
+        _received(tensor.numel() * tensor.element_size())
     return tensor
 
 
@@ -181,8 +261,7 @@ def any_rank(flag: bool) -> bool:
     if not active():
         return flag
     t = torch.tensor([int(flag)], device=_collective_device())
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(all_reduce_max_(t).item())
 
 
 def barrier() -> None:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from rlvr import algo, checkpoint, zero3
 from rlvr import distributed as dist
-from rlvr.batch import RolloutBatch
+from rlvr.batch import BatchLayout, RolloutBatch
 from rlvr.config import AlgoConfig, LearnerConfig, OptimConfig
 
 # re-exported: these lived here before moving beside the chunked Function they call; users and tests import them
@@ -31,16 +31,18 @@ from rlvr.logprob import ResponseLogprobs, response_logp_entropy  # noqa: F401
 from rlvr.microbatch import (  # noqa: F401
     MicroBatch,
     flat,
+    layout_of,
     micro_batch_positions,
     minibatch_indices,
     pack_rows,
     pack_sequences,
     padding_fraction,
+    padding_positions,
     plan_micro_batches,
-    split_micro_batches,
     unpack_rows,
 )
 from rlvr.objectives import build_entropy_reg, build_objective
+from rlvr.sharded import total
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -70,9 +72,9 @@ class UpdateResult:
 
     metrics: the update's learner metrics (loss/policy, clip/*, grad/norm, lr, learner/*, timing, throughput, and
     kl/ref with kl/grad_share, rollout/tis_*, cov/*, entropy_reg/coef with loss/entropy where those are on).
-    logp, entropy: [N, L] float32 on the learner's device, aligned with the batch's input_ids and zero outside its
-    response mask: each response token's log-probability (at the sampling temperature) and the entropy of its
-    distribution under the policy before the update (pi_old), every rank's rows filled.
+    logp, entropy: [n, L] float32 on the learner's device, aligned with this rank's rows of the batch (its
+    input_ids) and zero outside its response mask: each response token's log-probability (at the sampling
+    temperature) and the entropy of its distribution under the policy before the update (pi_old).
     """
 
     metrics: dict[str, float]
@@ -94,6 +96,7 @@ class _RankSums:
     tis_weight: float = 0.0
     tis_capped: float = 0.0
     cov_kl_abs: float = 0.0  # KL-Cov's |logp - old| over its selected tokens
+    cov_selected: float = 0.0  # Clip-Cov/KL-Cov tokens selected over the update's steps
 
     def all_reduced(self, device: torch.device) -> _RankSums:
         """Every rank's sums added up (one collective every rank must join)."""
@@ -106,8 +109,6 @@ class _Tally:
     """The counters of one update."""
 
     sums: _RankSums = field(default_factory=_RankSums)
-    # Clip-Cov/KL-Cov tokens selected over the update's steps (every rank's: each rank selects on all)
-    cov_selected: float = 0.0
     grad_norms: list[float] = field(default_factory=list)  # of the optimizer steps taken
     nonfinite: int = 0  # optimizer steps skipped for a non-finite gradient
     # per optimizer step, this rank's squared norms of the policy and KL terms' gradients to the tokens' log-probs
@@ -116,21 +117,23 @@ class _Tally:
 
 @dataclass
 class _Prepared:
-    """What every optimizer step of one update reads, computed before the first (N sequences, L the width)."""
+    """What every optimizer step of one update reads, computed before the first (N sequences of this rank, L the
+    width)."""
 
-    minibatches: list[Tensor]  # the sequence indices of each mini-batch
+    layout: BatchLayout  # where this rank's rows sit in the whole batch
+    minibatches: list[Tensor]  # this rank's sequence indices of each mini-batch
     plans: list[list[MicroBatch]]  # each mini-batch's micro-batches, as indices into the mini-batch
     weights: list[Tensor]  # [len(mb), L] per mini-batch: algo.loss_token_weights over its response tokens
     resp: Tensor  # [N, L] bool: response tokens
     adv: Tensor  # [N]
-    pg_mask: Tensor  # [N, L] bool: the tokens that carry the policy gradient
+    pg_mask: Tensor  # [N, L] bool: the tokens that carry the policy gradient (chosen over the whole batch)
     rollout_logp: Tensor  # [N, L]: the sampler's log-probs
     old_logp: Tensor | None  # [N, L] from the pre-pass (pi_old); None without one: old = current, detached
     entropy: Tensor | None  # [N, L] from the pre-pass
     ref_logp: Tensor | None  # [N, L] under the reference policy, when there is one
     fused_logp: Tensor  # [N, L]: without a pre-pass, pi_old's log-probs as the steps' forwards see them
     fused_entropy: Tensor  # [N, L], likewise
-    padding: float  # learner/padding_frac
+    padding: float  # learner/padding_frac (every rank's forwards)
     n_updates: int  # optimizer steps in the update: ppo_epochs * mini-batches
 
 
@@ -188,6 +191,11 @@ class Learner:
         self.model, self.optimizer = accelerator.prepare(policy, optimizer)
         dist.check_still_tied(self.unwrapped)
         self.scheduler = scheduler
+        # a rank with no micro-batch left runs one on this 2-token row, so that it joins the others' collectives
+        self._idle = RolloutBatch(
+            torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long),
+            torch.tensor([[False, True]]), torch.zeros(1), torch.zeros(1, 2),
+        )  # fmt: skip
         # sharded parameters: every forward gathers them, a collective every rank must join
         self.sharding = (
             "FSDP2" if dist.is_sharded(self.model) else "ZeRO-3" if zero3.is_zero3(self.model) else None
@@ -262,6 +270,16 @@ class Learner:
             lengths, c.micro_batch_size, c.max_tokens_per_microbatch, c.pack, c.pack_row_tokens
         )
 
+    def _padded(self, plan: list[MicroBatch]) -> list[MicroBatch | None]:
+        """This rank's micro-batches padded with None to the most any rank has: a rank short of work runs a dummy
+        forward (`_idle_forward`) for each, as every backward (and, sharded, every forward) is a collective."""
+        most = dist.all_reduce_max_(torch.tensor([len(plan)], device=self.accelerator.device))
+        return plan + [None] * (int(most) - len(plan))
+
+    def _idle_forward(self, model) -> Tensor:
+        """A forward on a 2-token row that belongs to no batch: log-probs [1, 2] to backward times 0."""
+        return self._forward(model, self._idle, torch.tensor([0]), [1])[0]
+
     def _forward(self, model, batch: RolloutBatch, rows: torch.Tensor, row_sizes: Sequence[int]):
         """Forward on the sequences `rows` of the batch: packed (learner.pack) `row_sizes` sequences per row,
         else one per row trimmed to the longest; returns (logp, entropy) [len(rows), L] in the batch's layout."""
@@ -291,31 +309,41 @@ class Learner:
 
     @torch.no_grad()
     def _no_grad_pass(self, model: ResponseLogprobs, batch: RolloutBatch, rows: torch.Tensor | None = None):
-        """(logp, entropy) [n, L] of the batch's sequences `rows` (None: all) under `model` (not DDP-wrapped: no
-        collective per forward), each rank computing its share of the micro-batches. Under FSDP each forward is
-        a collective: a rank short of work runs a discarded one, so that every rank runs as many."""
+        """(logp, entropy) [n, L] of this rank's sequences `rows` (None: all) under `model` (not DDP-wrapped: no
+        collective per forward). Under FSDP each forward is a collective: a rank short of work runs discarded
+        ones, so that every rank runs as many."""
         rows = torch.arange(len(batch)) if rows is None else rows
         logp = torch.zeros((len(rows), batch.input_ids.shape[1]), device=self.accelerator.device)
         entropy = torch.zeros_like(logp)
         plan = self._micro_batches(batch.attention_mask[rows].sum(-1).tolist())
-        for micro in split_micro_batches(plan, dist.rank(), dist.world_size()):
+        for micro in self._padded(plan) if self.sharded else plan:
             if micro is None:
-                if self.sharded:
-                    self._forward(model, batch, rows[flat(plan[0])], [len(r) for r in plan[0]])
+                self._idle_forward(model)
                 continue
             local = flat(micro)
             logp[local], entropy[local] = self._forward(model, batch, rows[local], [len(r) for r in micro])
-        return dist.all_reduce_sum_(logp), dist.all_reduce_sum_(entropy)
+        return logp, entropy
 
-    def update(self, batch: RolloutBatch, seed: int | None = None) -> UpdateResult:
+    def update(
+        self, batch: RolloutBatch, seed: int | None = None, layout: BatchLayout | None = None
+    ) -> UpdateResult:
         """μ passes (algo.ppo_epochs) over the batch, one optimizer step per mini-batch of whole groups
         (`minibatch_indices`). Returns the learner's metrics and the policy before the update (`UpdateResult`).
-        `seed` drives the update's own random draws (Clip-Cov's token draw; None: torch's global RNG)."""
+        `seed` drives the update's own random draws (Clip-Cov's token draw; None: torch's global RNG).
+        `batch`: this rank's rows of the step's batch, where `layout` says (rlvr.share); None: the whole batch,
+        in one process."""
         started = time.perf_counter()
+        if layout is None:
+            if dist.world_size() > 1:
+                raise ValueError("several processes: update() needs this rank's layout of the batch")
+            a = self.algo
+            layout = layout_of(
+                len(batch) // a.group_size, a.group_size, a.minibatch_prompts, a.num_minibatches, 0, 1
+            )
         # from_pretrained returns eval mode (and the hf sampler switches the shared module to it): transformers
         # applies gradient checkpointing only in train mode
         self.model.train()
-        prep = self._prepare(batch)
+        prep = self._prepare(batch, layout)
         tally = _Tally()
         entropy_coef = self.entropy_reg.used if self.entropy_reg is not None else None
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -324,10 +352,10 @@ class Learner:
                 self._minibatch_step(batch, prep, j, epoch == 0 and j == 0, generator, tally)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
-        # each rank summed over its own micro-batches (and filled its own rows): the batch's totals
+        # each rank summed over its own micro-batches: the batch's totals
         sums = tally.sums.all_reduced(self.accelerator.device)
-        if prep.old_logp is None:  # no pre-pass: each rank's forwards filled its own rows of pi_old
-            logp, entropy = dist.all_reduce_sum_(prep.fused_logp), dist.all_reduce_sum_(prep.fused_entropy)
+        if prep.old_logp is None:  # no pre-pass: the steps' forwards filled this rank's rows of pi_old
+            logp, entropy = prep.fused_logp, prep.fused_entropy
         else:
             logp, entropy = prep.old_logp, prep.entropy
         metrics = self._metrics(batch, prep, tally, sums, lr, started)
@@ -335,19 +363,18 @@ class Learner:
             metrics["entropy_reg/coef"] = entropy_coef
             metrics["loss/entropy"] = sums.entropy
             # the adaptive coefficient of the next step follows this batch's mean token entropy under pi_old
-            self.entropy_reg.observe(entropy.double().sum().item() / max(int(prep.resp.sum()), 1))
+            sum_n = total(torch.stack([entropy.double().sum(), prep.resp.sum().double()])).tolist()
+            self.entropy_reg.observe(sum_n[0] / max(int(sum_n[1]), 1))
         return UpdateResult(metrics, logp, entropy)
 
-    def _prepare(self, batch: RolloutBatch) -> _Prepared:
+    def _prepare(self, batch: RolloutBatch, layout: BatchLayout) -> _Prepared:
         """What every optimizer step of the update reads: mini-batches and their micro-batches, loss weights, the
         policy-gradient tokens, and the pre-pass (pi_old) and reference log-probs where they are needed."""
         a, device = self.algo, self.accelerator.device
         if len(batch) % a.group_size:
             raise ValueError(f"{len(batch)} sequences are not whole groups of algo.group_size={a.group_size}")
         resp = batch.response_mask.to(device)
-        minibatches = minibatch_indices(
-            len(batch) // a.group_size, a.group_size, a.minibatch_prompts, a.num_minibatches
-        )
+        minibatches = layout.minibatches
         n_updates = a.ppo_epochs * len(minibatches)
         # A pre-pass is needed when the policy moves before some tokens are seen (several updates) or when the
         # whole batch's entropies or log-probs must be known first (entropy mask, Clip-Cov/KL-Cov selection);
@@ -359,31 +386,41 @@ class Learner:
         lengths = batch.attention_mask.sum(-1).tolist()
         # each mini-batch's micro-batches, as indices into the mini-batch (as the loss weights are)
         plans = [self._micro_batches([lengths[i] for i in mb.tolist()]) for mb in minibatches]
-        padding = padding_fraction(
-            lengths,
-            [[mb[row].tolist() for row in micro] for mb, plan in zip(minibatches, plans) for micro in plan],
-        )
-        # per mini-batch, the same in every epoch: the normaliser counts every response token of the mini-batch
-        # (every rank's), also under the entropy mask: the 80/20 objective keeps DAPO's 1/sum|o_i| and puts its
-        # indicator inside the sum
-        weights = [algo.loss_token_weights(resp[mb], a.loss_agg, self.max_new_tokens) for mb in minibatches]
+        micro_batches = [
+            [mb[row].tolist() for row in micro] for mb, plan in zip(minibatches, plans) for micro in plan
+        ]
+        computed, real = total(
+            torch.tensor(padding_positions(lengths, micro_batches), dtype=torch.float64, device=device)
+        ).tolist()
         fused_logp = torch.zeros_like(resp, dtype=torch.float32)
         return _Prepared(
+            layout=layout,
             minibatches=minibatches,
             plans=plans,
-            weights=weights,
+            weights=self._loss_weights(resp, minibatches),
             resp=resp,
             adv=batch.advantages.to(device),
-            pg_mask=self.objective.pg_tokens.mask(entropy, resp),
+            pg_mask=self.objective.pg_tokens.mask(entropy, resp, layout.rows, layout.n_rows),
             rollout_logp=batch.rollout_logp.to(device),
             old_logp=old_logp,
             entropy=entropy,
             ref_logp=ref_logp,
             fused_logp=fused_logp,
             fused_entropy=torch.zeros_like(fused_logp),
-            padding=padding,
+            padding=1.0 - real / max(computed, 1),
             n_updates=n_updates,
         )
+
+    def _loss_weights(self, resp: Tensor, minibatches: list[Tensor]) -> list[Tensor]:
+        """Per mini-batch, the same in every epoch, algo.loss_token_weights [len(mb), L] of this rank's rows: the
+        normaliser counts every response token of the mini-batch (every rank's), also under the entropy mask: the
+        80/20 objective keeps DAPO's 1/sum|o_i| and puts its indicator inside the sum."""
+        counts = [torch.stack([resp[mb].sum(), (resp[mb].sum(1) > 0).sum()]) for mb in minibatches]
+        totals = dist.all_reduce_sum_(torch.stack(counts)) if counts else []
+        return [
+            algo.loss_token_weights(resp[mb], self.algo.loss_agg, self.max_new_tokens, (n[0].float(), n[1]))
+            for mb, n in zip(minibatches, totals)
+        ]
 
     def _minibatch_step(self, batch, prep: _Prepared, j: int, first: bool, generator, tally: _Tally) -> None:
         """One optimizer step on mini-batch j: this rank's micro-batches' backward passes, then the step.
@@ -392,19 +429,18 @@ class Learner:
         w_pg = w_kl * prep.pg_mask[mb]
         selected = None
         if self.objective.policy_loss.selects:
-            selected = self._select(batch, prep, mb, first, generator)
-            tally.cov_selected += int(selected.sum())
+            selected = self._select(batch, prep, j, first, generator)
+            tally.sums.cov_selected += int(selected.sum())
         if prep.ref_logp is not None:
             tally.grad_sq.append([0.0, 0.0])
         world = dist.world_size()
-        mine = split_micro_batches(plan, dist.rank(), world)
+        mine = self._padded(plan)
         for k, micro in enumerate(mine):
             # gradients are reduced (and, under DeepSpeed, the optimizer steps) on each rank's last backward of
             # the mini-batch only
             with contextlib.nullcontext() if k == len(mine) - 1 else self._accumulating():
                 if micro is None:  # no micro-batch left for this rank: a zero loss joins the all-reduce
-                    logp, _ = self._forward(self.model, batch, mb[flat(plan[0])], [len(r) for r in plan[0]])
-                    self.accelerator.backward(logp.sum() * 0.0)
+                    self.accelerator.backward(self._idle_forward(self.model).sum() * 0.0)
                     continue
                 loss = self._micro_batch_loss(batch, prep, mb, micro, w_pg, w_kl, selected, tally)
                 # the ranks' gradients are averaged: scaled by the world size they sum to the batch's
@@ -419,17 +455,20 @@ class Learner:
             tally.nonfinite += 1
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _select(self, batch, prep: _Prepared, mb: Tensor, first: bool, generator) -> Tensor:
-        """The Clip-Cov / KL-Cov tokens [len(mb), L] bool of the mini-batch `mb`, from the current policy's
-        log-probs: the pre-pass's at the first step, else a no-grad pass over the mini-batch."""
+    def _select(self, batch, prep: _Prepared, j: int, first: bool, generator) -> Tensor:
+        """The Clip-Cov / KL-Cov tokens [len(mb), L] bool of this rank's rows `mb` of mini-batch j, chosen over
+        the whole mini-batch from the current policy's log-probs: the pre-pass's at the first step, else a
+        no-grad pass over the mini-batch."""
+        mb, (start, end) = prep.minibatches[j], prep.layout.minibatch_rows[j]
 
         def current() -> Tensor:
             if first:
                 return prep.old_logp[mb]
             return self._no_grad_pass(self.accelerator.unwrap_model(self.model), batch, mb)[0]
 
+        rows = prep.layout.rows[mb] - start  # their places in the mini-batch
         return self.objective.policy_loss.select(
-            current, prep.old_logp[mb], prep.adv[mb], prep.pg_mask[mb], generator
+            current, prep.old_logp[mb], prep.adv[mb], prep.pg_mask[mb], generator, rows, end - start
         )
 
     def _micro_batch_loss(self, batch, prep: _Prepared, mb, micro, w_pg, w_kl, selected, tally: _Tally):
@@ -478,8 +517,13 @@ class Learner:
         forking-token mask the same absolute rate reads the same as without it. TIS's are per policy-gradient
         token."""
         a = self.algo
-        n_pg = max(int(prep.pg_mask.sum()) * a.ppo_epochs, 1)
-        n_tokens = int(prep.resp.sum())
+        counts = torch.stack(
+            [prep.pg_mask.sum(), prep.resp.sum(), batch.attention_mask.sum().to(prep.resp.device)]
+        )
+        pg_tokens, n_tokens, positions = (
+            int(n) for n in dist.all_reduce_sum_(counts).tolist()
+        )  # every rank's
+        n_pg = max(pg_tokens * a.ppo_epochs, 1)
         n_all = max(n_tokens * a.ppo_epochs, 1)
         grad_norms = tally.grad_norms
         metrics = {
@@ -490,7 +534,7 @@ class Learner:
             "grad/norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
             "learner/nonfinite_steps": tally.nonfinite,
             "lr": lr,
-            "learner/pg_token_frac": int(prep.pg_mask.sum()) / max(n_tokens, 1),
+            "learner/pg_token_frac": pg_tokens / max(n_tokens, 1),
             "learner/padding_frac": prep.padding,
             "learner/minibatches": len(prep.minibatches),
             "timing/learner_s": time.perf_counter() - started,
@@ -501,11 +545,8 @@ class Learner:
         if self.is_correction is not None:
             metrics["rollout/tis_weight_mean"] = sums.tis_weight / n_pg
             metrics["rollout/tis_clip_frac"] = sums.tis_capped / n_pg
-        # the selection counts are every rank's already
-        metrics.update(self.objective.policy_loss.metrics(tally.cov_selected, sums.cov_kl_abs, n_all))
-        metrics["throughput/learner_tokens_per_s"] = (
-            int(batch.attention_mask.sum()) * a.ppo_epochs / metrics["timing/learner_s"]
-        )
+        metrics.update(self.objective.policy_loss.metrics(sums.cov_selected, sums.cov_kl_abs, n_all))
+        metrics["throughput/learner_tokens_per_s"] = positions * a.ppo_epochs / metrics["timing/learner_s"]
         return metrics
 
 

@@ -11,13 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
-
-def split_micro_batches(plan: Sequence, rank: int, world: int) -> list:
-    """rank's micro-batches (every world-th, from its rank on), padded with None to the same count on every rank:
-    each backward is a gradient all-reduce that every rank must join, so a rank short of work runs a dummy."""
-    mine = list(plan[rank::world])
-    return mine + [None] * (-(-len(plan) // world) - len(mine))
-
+from rlvr.batch import BatchLayout
+from rlvr.distributed import shard_bounds
 
 # A micro-batch is a list of forward rows, each a list of sequence indices: one per row unless packed.
 MicroBatch = list[list[int]]
@@ -86,10 +81,16 @@ def flat(micro_batch: MicroBatch) -> torch.Tensor:
     return torch.tensor([i for row in micro_batch for i in row])
 
 
-def padding_fraction(lengths: Sequence[int], micro_batches: Sequence[MicroBatch]) -> float:
-    """Share of the positions that forward passes over these micro-batches compute that are not real tokens."""
+def padding_positions(lengths: Sequence[int], micro_batches: Sequence[MicroBatch]) -> tuple[int, int]:
+    """(positions that forward passes over these micro-batches compute, real tokens among them)."""
     computed = sum(micro_batch_positions(mb, lengths) for mb in micro_batches)
     real = sum(lengths[i] for mb in micro_batches for row in mb for i in row)
+    return computed, real
+
+
+def padding_fraction(lengths: Sequence[int], micro_batches: Sequence[MicroBatch]) -> float:
+    """Share of the positions that forward passes over these micro-batches compute that are not real tokens."""
+    computed, real = padding_positions(lengths, micro_batches)
     return 1.0 - real / max(computed, 1)
 
 
@@ -154,3 +155,30 @@ def minibatch_indices(
     sizes = [n_groups // count + (i < n_groups % count) for i in range(count)]  # the larger ones first
     ends = list(itertools.accumulate(sizes))
     return [torch.arange((end - n) * group_size, end * group_size) for n, end in zip(sizes, ends)]
+
+
+def minibatch_shares(
+    n_groups: int, minibatch_prompts: int | None, num_minibatches: int, rank: int, world: int
+) -> list[range]:
+    """The groups (their places in the batch) that `rank` of `world` trains on in each mini-batch: its contiguous
+    share (`shard_bounds`) of each mini-batch's groups. Which groups make up a mini-batch does not depend on the
+    world size (a run resumes at another with the same metrics); a rank may get none of a small one."""
+    shares = []
+    for mb in minibatch_indices(n_groups, 1, minibatch_prompts, num_minibatches):
+        start, end = shard_bounds(len(mb), rank, world)
+        shares.append(range(int(mb[0]) + start, int(mb[0]) + end))
+    return shares
+
+
+def layout_of(
+    n_groups: int, group_size: int, minibatch_prompts: int | None, num_minibatches: int, rank: int, world: int
+) -> BatchLayout:
+    """The BatchLayout of `rank` of `world` for a batch of n_groups >= 1 groups of group_size rows: its
+    `minibatch_shares`, in order (world 1: the whole batch, its mini-batches `minibatch_indices`')."""
+    whole = minibatch_indices(n_groups, 1, minibatch_prompts, num_minibatches)
+    shares = minibatch_shares(n_groups, minibatch_prompts, num_minibatches, rank, world)
+    rows = [g * group_size + i for share in shares for g in share for i in range(group_size)]
+    ends = list(itertools.accumulate(len(share) * group_size for share in shares))
+    local = [torch.arange(end - len(share) * group_size, end) for share, end in zip(shares, ends)]
+    spans = [(int(mb[0]) * group_size, (int(mb[-1]) + 1) * group_size) for mb in whole]
+    return BatchLayout(torch.tensor(rows, dtype=torch.long), local, spans, n_groups * group_size)

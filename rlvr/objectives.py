@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlvr import algo
+from rlvr import algo, sharded
 from rlvr.config import AlgoConfig, ClipConfig, CovConfig, RolloutConfig
 from rlvr.config_algo import EntropyRegConfig
 from rlvr.errors import ConfigError
@@ -34,8 +34,8 @@ class AllTokens:
 
     needs_entropy = False
 
-    def mask(self, entropy: Tensor | None, response_mask: Tensor) -> Tensor:
-        """response_mask [N, L] bool -> itself."""
+    def mask(self, entropy: Tensor | None, response_mask: Tensor, rows=None, n_rows=None) -> Tensor:
+        """response_mask [n, L] bool -> itself (`rows`, `n_rows`: where its rows sit, as for ForkingTokens)."""
         return response_mask
 
 
@@ -48,12 +48,14 @@ class ForkingTokens:
     bottom: bool = False  # the complement instead: the 1 - top_frac of lowest entropy (the paper's ablation)
     needs_entropy = True
 
-    def mask(self, entropy: Tensor | None, response_mask: Tensor) -> Tensor:
-        """entropy, response_mask: [N, L] of the whole batch -> bool [N, L], the top_frac of the response tokens
-        by entropy (with `bottom`, every other response token). The learner takes the entropies of the policy that sampled the batch (pi_old) once per update:
-        the same token set in every mini-batch and epoch, as the paper's tau^B_rho is a quantile of the batch B,
-        not of a mini-batch under a policy that has already moved."""
-        top = algo.top_entropy_mask(entropy, response_mask, self.top_frac)
+    def mask(self, entropy: Tensor | None, response_mask: Tensor, rows=None, n_rows=None) -> Tensor:
+        """entropy, response_mask: [n, L] of this rank's rows `rows` [n] of the whole batch of n_rows -> bool
+        [n, L], its part of the top_frac of the whole batch's response tokens by entropy (`algo.top_entropy_mask`
+        over every rank's rows: `sharded.top_frac_mask`; with `bottom`, every other response token). The learner
+        takes the entropies of the policy that sampled the batch (pi_old) once per update: the same token set in
+        every mini-batch and epoch, as the paper's tau^B_rho is a quantile of the batch B, not of a mini-batch
+        under a policy that has already moved."""
+        top = sharded.top_frac_mask(entropy, response_mask, self.top_frac, rows, n_rows)
         return response_mask.bool() & ~top if self.bottom else top
 
 
@@ -68,7 +70,7 @@ class PPOClip:
     clip: ClipConfig
     selects = False
 
-    def select(self, current, old_logp, adv, pg_mask, generator) -> Tensor | None:
+    def select(self, current, old_logp, adv, pg_mask, generator, rows=None, n_rows=None) -> Tensor | None:
         """No token selection (`selects` is False: the learner does not ask): None."""
         return None
 
@@ -101,14 +103,18 @@ class _CovSelection(PPOClip):
         adv: Tensor,
         pg_mask: Tensor,
         generator: torch.Generator | None,
+        rows: Tensor | None = None,
+        n_rows: int | None = None,
     ) -> Tensor:
-        """One mini-batch's tokens bool [n, L], chosen as verl does at each optimizer step: from the covariance
-        of the current policy's log-probs (`current()`, [n, L]) with the advantages adv [n] over all of the
-        mini-batch's loss tokens (`pg_mask` [n, L]: the definitions' N). old_logp [n, L]: pi_old's log-probs."""
+        """One mini-batch's tokens bool [n, L] (this rank's rows `rows` [n] of the mini-batch's n_rows), chosen
+        as verl does at each optimizer step: from the covariance of the current policy's log-probs (`current()`,
+        [n, L]) with the advantages adv [n] over all of the mini-batch's loss tokens (`pg_mask` [n, L]: the
+        definitions' N; every rank's). old_logp [n, L]: pi_old's log-probs."""
         logp = current()
-        return self._pick(algo.token_covariance(logp, adv, pg_mask), logp, old_logp, adv, pg_mask, generator)
+        cov = algo.token_covariance(logp, adv, pg_mask, total=sharded.total)
+        return self._pick(cov, logp, old_logp, adv, pg_mask, generator, rows, n_rows)
 
-    def _pick(self, cov, logp, old_logp, adv, pg_mask, generator) -> Tensor:
+    def _pick(self, cov, logp, old_logp, adv, pg_mask, generator, rows, n_rows) -> Tensor:
         """The selected tokens bool [n, L] given their covariances cov [n, L] (each variant its own rule)."""
         raise NotImplementedError
 
@@ -124,13 +130,13 @@ class ClipCov(_CovSelection):
     at random within (clip_bound_low, clip_bound_high) among those the clip does not already clip, dropped from
     the gradient (`algo.clip_cov_select`, `algo.clip_cov_loss`)."""
 
-    def _pick(self, cov, logp, old_logp, adv, pg_mask, generator) -> Tensor:
+    def _pick(self, cov, logp, old_logp, adv, pg_mask, generator, rows, n_rows) -> Tensor:
         """clip_frac of the tokens, drawn from `generator` among those whose ratio the PPO clip leaves alone."""
         c, clip = self.cov, self.clip
         _, info = algo.ppo_clip_loss(logp, old_logp, adv, clip.eps_low, clip.eps_high)
         clipped = info["clipped_low"] | info["clipped_high"]
-        return algo.clip_cov_select(
-            cov, pg_mask, c.clip_frac, c.clip_bound_low, c.clip_bound_high, generator, exclude=clipped
+        return sharded.clip_cov_select(
+            cov, pg_mask, c.clip_frac, c.clip_bound_low, c.clip_bound_high, generator, clipped, rows, n_rows
         )
 
     def loss(self, logp: Tensor, old: Tensor, adv: Tensor, selected: Tensor | None):
@@ -145,9 +151,9 @@ class KLCov(_CovSelection):
     of largest logp-advantage covariance (`algo.kl_cov_select`, `algo.kl_cov_loss`); no PPO clip (the penalty is
     the regulariser, as in the authors' code), so `clip` is not used."""
 
-    def _pick(self, cov, logp, old_logp, adv, pg_mask, generator) -> Tensor:
+    def _pick(self, cov, logp, old_logp, adv, pg_mask, generator, rows, n_rows) -> Tensor:
         """The kl_frac of the tokens of largest covariance (no draw)."""
-        return algo.kl_cov_select(cov, pg_mask, self.cov.kl_frac)
+        return sharded.kl_cov_select(cov, pg_mask, self.cov.kl_frac, rows, n_rows)
 
     def loss(self, logp: Tensor, old: Tensor, adv: Tensor, selected: Tensor | None):
         """(per-token loss [n, L], info of `algo.kl_cov_loss`: nothing clipped, abs_kl [n, L])."""

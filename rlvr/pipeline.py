@@ -12,6 +12,7 @@ filter once), with rounds as the fallback; the surplus mixed groups are dropped,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,18 @@ class Group:
     # with reward.functions: per completion, each component's value and each user term's status
     components: list[dict[str, float]] = field(default_factory=list)
     statuses: list[dict[str, str]] = field(default_factory=list)
+    home: int = 0  # the rank that generated it, which alone holds its tokens until the batch is shared
+    n_tokens: list[int] | None = None  # a header's completion lengths (its completions hold no tokens)
+
+    def lengths(self) -> list[int]:
+        """Each completion's generated tokens."""
+        return self.n_tokens if self.n_tokens is not None else [len(c.token_ids) for c in self.completions]
+
+    def header(self) -> Group:
+        """The group without its tokens, texts and log-probs: what every rank learns of another rank's groups
+        (rewards, verdicts, lengths, finish reasons: the metrics, dynamic sampling and the batch's layout)."""
+        stubs = [Completion([], [], c.finish_reason, "") for c in self.completions]
+        return dataclasses.replace(self, completions=stubs, n_tokens=self.lengths())
 
 
 @dataclass
@@ -122,7 +135,7 @@ def shape_rewards(groups: list[Group], cfg: AlgoConfig, max_new_tokens: int) -> 
     if not cfg.overlong.shaping:
         return
     for g in groups:
-        lengths = torch.tensor([len(c.token_ids) for c in g.completions])
+        lengths = torch.tensor(g.lengths())
         penalty = algo.overlong_penalty(lengths, max_new_tokens, cfg.overlong.cache_len, cfg.overlong.penalty)
         g.rewards = [r + p for r, p in zip(g.rewards, penalty.tolist())]
 
@@ -154,7 +167,7 @@ def collect(
         result.rollout_s += sampled.rollout_s
         result.verify_s += sampled.verify_s
         result.sampled.extend(groups)
-        result.gen_tokens += sum(len(c.token_ids) for g in groups for c in g.completions)
+        result.gen_tokens += sum(n for g in groups for n in g.lengths())
         if not ds.enabled:
             result.groups = groups
             return result
@@ -175,7 +188,7 @@ def to_batch(
 ) -> RolloutBatch:
     """Right-padded tensors of prompt + response for the learner, with group advantages."""
     rows = [(list(prompt_ids[g.prompt_index]), c) for g in groups for c in g.completions]
-    width = max(len(p) + len(c.token_ids) for p, c in rows)
+    width = max((len(p) + len(c.token_ids) for p, c in rows), default=1)  # a rank may hold no rows
     n = len(rows)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
@@ -201,13 +214,13 @@ def rollout_metrics(
     """Reward, accuracy, length and group statistics over every completion sampled this step.
 
     `rollout/gen_tokens` counts the tokens generated this step in every round (dynamic sampling's refills
-    included), over all ranks: `collected` holds every rank's gathered groups. With `gen_tokens_total` (the
+    included), over all ranks: `collected` holds every rank's groups (another rank's as headers). With `gen_tokens_total` (the
     run's running count, this step included) it is logged as `rollout/gen_tokens_total`: the axis on which runs
     compare at equal generation compute (training rollouts only; evaluation is not counted)."""
     comps = [c for g in collected.sampled for c in g.completions]
     verdicts = [v for g in collected.sampled for v in g.verdicts]
     rewards = torch.tensor([r for g in collected.sampled for r in g.rewards], dtype=torch.float32)
-    lengths = torch.tensor([len(c.token_ids) for c in comps], dtype=torch.float32)
+    lengths = torch.tensor([n for g in collected.sampled for n in g.lengths()], dtype=torch.float32)
     zero_std = ~algo.groups_with_signal(rewards, group_size)
     n = len(comps)
     return {

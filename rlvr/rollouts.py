@@ -1,5 +1,5 @@
-"""The trainer's rollouts: each step's groups (sampled on this rank's share of the prompts, rewarded, gathered,
-filtered: rlvr.pipeline) and the learner's weights into the rollout engine, in one of two orders.
+"""The trainer's rollouts: each step's groups (sampled on this rank's share of the prompts, rewarded, their headers
+gathered, filtered: rlvr.pipeline) and the learner's weights into the rollout engine, in one of two orders.
 
 - `rollout.max_staleness` 0 (the default): sample, update, sync. Every batch comes from the weights the learner
   updates (`rollout/policy_lag` 0).
@@ -135,7 +135,7 @@ class Rollouts:
 
     def _sample(self, indices: list[int], step: int, round_: int) -> Sampled:
         """This rank's share sampled (or taken from the round generated ahead) and rewarded, then every rank's
-        groups gathered in order."""
+        groups in order: this rank's whole, the others' headers (`Group.header`)."""
         ahead = self.ahead if round_ == 0 and self.ahead is not None and self.ahead.step == step else None
         if ahead is not None:
             waiting = time.perf_counter()
@@ -158,8 +158,12 @@ class Rollouts:
         groups, verify_s = score_share(
             self.reward, outputs, self.golds, shard, self.cfg.algo.group_size, self.rows_json
         )
-        parts = dist.gather_objects(Sampled(groups, rollout_s, verify_s))
-        groups = [g for part in parts for g in part.groups]
+        me = dist.rank()
+        for g in groups:
+            g.home = me
+        # the other ranks learn each group's header; its tokens stay here until the batch is shared (rlvr.share)
+        parts = dist.gather_objects(Sampled([g.header() for g in groups], rollout_s, verify_s))
+        groups = [g for r, part in enumerate(parts) for g in (groups if r == me else part.groups)]
         return Sampled(groups, max(p.rollout_s for p in parts), max(p.verify_s for p in parts))
 
     def _idle_s(self) -> float:

@@ -6,6 +6,7 @@ loads; `Trainer.run` is the loop and reads top to bottom.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from omegaconf import OmegaConf
 
 from rlvr import checkpoint, sharded_checkpoint
 from rlvr import distributed as dist
+from rlvr.batch_stats import entropy_metrics, sampler_gap
 from rlvr.config import ConfigError, RLVRConfig, validate
 from rlvr.data.prompts import Problem, PromptSampler, check_golds, encode_prompts, load_problems
 from rlvr.evaluate import EvalSet, build_eval_sets, evaluate_sets
@@ -33,17 +35,15 @@ from rlvr.metrics import (
     MetricsLogger,
     PlateauDetector,
     WandbSink,
-    covariance_stats,
-    entropy_above_threshold,
-    entropy_by_outcome,
-    entropy_stats,
     write_entropy_edges,
 )
 from rlvr.model_source import resolve_model
 from rlvr.objectives import sampler_correction
 from rlvr.pipeline import Collected, rollout_metrics, to_batch
 from rlvr.reward import TermFailureGuard, Verdict, build_reward_model, gold_problem, uses_math_golds
+from rlvr.rollout.base import Completion
 from rlvr.rollouts import Rollouts
+from rlvr.share import share_groups
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,6 @@ def _make_engine(cfg: RLVRConfig, model, tokenizer):
         engine = VLLMRolloutEngine(cfg.model.path, tokenizer, cfg.rollout, seed=cfg.trainer.seed)
     engine.sync_weights(model)  # on resume the policy comes from a checkpoint, not from cfg.model.path
     return engine
-
-
-def sampler_gap(batch, before: UpdateResult) -> dict[str, float]:
-    """|log-prob under the learner - under the sampler| over the batch's response tokens: the gap that TIS
-    (rollout.tis_cap) corrects, and a sign of a weight sync gone wrong when it grows."""
-    mask = batch.response_mask.to(before.logp.device)
-    diff = (before.logp[mask] - batch.rollout_logp.to(mask.device)[mask]).abs()
-    return {"rollout/logp_diff_mean": diff.mean().item(), "rollout/logp_diff_max": diff.max().item()}
 
 
 class Trainer:
@@ -286,11 +278,12 @@ class Trainer:
                 self.logger.log(0, self.evaluate(0))
             bar = self._progress_bar()
             for step in range(self.step + 1, cfg.total_steps + 1):
-                started = time.perf_counter()
+                started, received = time.perf_counter(), dist.bytes_received()
                 metrics = self.train_step(step)
                 if self._eval_due(step):
                     metrics.update(self.evaluate(step))
                 metrics["timing/step_s"] = time.perf_counter() - started
+                metrics["dist/bytes_received"] = dist.bytes_received() - received
                 self.logger.log(step, metrics)
                 self.guard.observe(step, metrics)  # raises RunDiverged: no save of this step
                 self.reward_guard.observe(step, metrics)  # a reward term failing on every sample: the same
@@ -330,11 +323,12 @@ class Trainer:
         metrics.update(rollout_metrics(collected, a.group_size, self.gen_tokens_total))
         metrics.update(self.rollouts.before_update(step, model))  # max_staleness 1: the next batch starts
         if collected.groups:
-            batch = to_batch(collected.groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
-            before = self._update(step, batch)
+            groups, layout = share_groups(collected.groups, a)  # this rank's slice of every mini-batch
+            batch = to_batch(groups, self.prep.train_ids, a, self.prep.tokenizer.pad_token_id)
+            before = self._update(step, batch, layout)
             metrics.update(before.metrics)
-            metrics.update(self._entropy_metrics(batch, before, collected))
-            metrics.update(sampler_gap(batch, before))
+            metrics.update(self._entropy_metrics(batch, before, groups))
+            metrics.update(sampler_gap(batch, before.logp))
         metrics.update(self.rollouts.after_update(step, model, updated=bool(collected.groups)))
         metrics.update(self._reference_schedule(step))
         if self.cfg.trainer.samples_every and step % self.cfg.trainer.samples_every == 0:
@@ -343,10 +337,12 @@ class Trainer:
         return metrics
 
     # ---- named steps ----------------------------------------------------------------------------------
-    def _update(self, step: int, batch) -> UpdateResult:
-        """The learner's update of `batch`; RunDiverged when it left non-finite weights, or when the policy it
-        started from gave NaN log-probabilities to the sampled answers (nothing is synced or saved then)."""
-        before = self.learner.update(batch, seed=derive_seed(self.cfg.trainer.seed, "learner", step))
+    def _update(self, step: int, batch, layout) -> UpdateResult:
+        """The learner's update of this rank's rows `batch` (where `layout` says); RunDiverged when it left
+        non-finite weights, or when the policy it started from gave NaN log-probabilities to the sampled answers
+        (nothing is synced or saved then)."""
+        seed = derive_seed(self.cfg.trainer.seed, "learner", step)
+        before = self.learner.update(batch, seed=seed, layout=layout)
         if dist.any_rank(bool(nonfinite_tensors(self.learner.unwrapped.named_parameters()))):
             raise RunDiverged(
                 f"step {step}: the update left NaN or infinite weights (grad/norm "
@@ -354,7 +350,7 @@ class Trainer:
                 f"too high (now {self.cfg.optim.lr:g})"
             )
         mask = batch.response_mask.to(before.entropy.device)
-        if torch.isnan(before.logp[mask]).any():
+        if dist.any_rank(bool(torch.isnan(before.logp[mask]).any())):
             raise RunDiverged(
                 f"step {step}: the learner's policy gives NaN log-probabilities to the sampled answers: its "
                 f"activations overflow; likely causes: optim.lr too high (now {self.cfg.optim.lr:g}), or a "
@@ -371,19 +367,14 @@ class Trainer:
             self._reset_reference(step, f"every {a.kl.reset_every} steps (algo.kl.reset_every)")
         return {"ref/resets": self.resets}
 
-    def _entropy_metrics(self, batch, before: UpdateResult, collected: Collected) -> dict:
+    def _entropy_metrics(self, batch, before: UpdateResult, groups: list) -> dict:
         """The entropy distribution, its split by outcome, and the logp-advantage covariance of the policy
-        before the update, over the response tokens of the batch."""
+        before the update, over the response tokens of the whole batch (`batch`: this rank's rows, of `groups`)."""
         mask = batch.response_mask.to(before.entropy.device)
-        tokens = before.entropy[mask]
         # to_batch lays out rows group by group, completion by completion: the verdicts in the same order
-        correct = torch.tensor([v == Verdict.CORRECT for g in collected.groups for v in g.verdicts])
-        return {
-            **entropy_stats(tokens),
-            **entropy_above_threshold(tokens, self.cfg.monitor.entropy_threshold),
-            **entropy_by_outcome(before.entropy, mask, correct),
-            **covariance_stats(before.logp, batch.advantages, mask),
-        }
+        correct = torch.tensor([v == Verdict.CORRECT for g in groups for v in g.verdicts])
+        threshold = self.cfg.monitor.entropy_threshold
+        return entropy_metrics(before.entropy, before.logp, mask, batch.advantages, correct, threshold)
 
     def _watch_entropy(self, step: int, mean_entropy: float | None) -> dict:
         """Collapse warning (every step: 1 on the step it fires, else 0) and the entropy–performance law."""
@@ -431,13 +422,23 @@ class Trainer:
         log.info("step %d: reference reset to the current policy: %s", step, why)
 
     def _write_samples(self, step: int, collected: Collected) -> None:
-        if not dist.is_main():
+        """samples/step_N.jsonl (and the wandb table) on rank 0, which receives the other ranks' texts for it."""
+        texts = {
+            k: [Completion([], [], c.finish_reason, c.text) for c in g.completions]
+            for k, g in enumerate(collected.sampled)
+            if g.home == dist.rank() and not dist.is_main()
+        }
+        parts = dist.gather_to_main(texts)
+        if parts is None:
             return
+        sampled = list(collected.sampled)
+        for k, completions in (item for part in parts for item in part.items()):
+            sampled[k] = dataclasses.replace(sampled[k], completions=completions)
         path = self.out / "samples" / f"step_{step:06d}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         table = []
         with path.open("w", encoding="utf-8") as f:
-            for g in collected.sampled:
+            for g in sampled:
                 prob = self.prep.train[g.prompt_index]
                 for i, (c, v, r) in enumerate(zip(g.completions, g.verdicts, g.rewards)):
                     row = {

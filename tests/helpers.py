@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from margins import within
 
-from rlvr.learner import RolloutBatch
+from rlvr import distributed as dist
+from rlvr.batch import BatchLayout
+from rlvr.learner import RolloutBatch, layout_of
 
 BIN = Path(sys.executable).parent  # the venv's bin/: rlvr-train, rlvr-report, rlvr-eval
 RLVR_TRAIN = BIN / "rlvr-train"
@@ -61,7 +63,9 @@ def metrics_lines(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_same_metrics(got: list[dict], expected: list[dict], abs_tol: float = 1e-6) -> None:
+def assert_same_metrics(
+    got: list[dict], expected: list[dict], abs_tol: float = 1e-6, skip: tuple = ()
+) -> None:
     """Two runs' metrics.jsonl lines: the same steps and keys, and the same values (timings aside) within 1e-5
     relative or `abs_tol` (float32 rounding of values near 0: a 10th-percentile entropy, a policy loss; what a
     bug moves is a reward's 1/256 steps, entropies by 1e-2).
@@ -69,12 +73,13 @@ def assert_same_metrics(got: list[dict], expected: list[dict], abs_tol: float = 
     `rollout/logp_diff_*` (how far the sampler's log-probs are from the learner's) is float rounding itself,
     ~1e-6 in float32, so runs that differ by rounding (abs_tol > 0) do not compare it: each run's must be below
     1e-4, where an engine left with stale weights is off by the step's update (measured: at most 7.2e-5 over the
-    300 quickstart steps). Runs that must match exactly (abs_tol=0: a resume) compare it like any value."""
+    300 quickstart steps). Runs that must match exactly (abs_tol=0: a resume) compare it like any value. `skip`:
+    prefixes of keys not compared (those of the process layout: learner/padding_frac, dist/*)."""
     assert [d["step"] for d in got] == [d["step"] for d in expected]
     for g, e in zip(got, expected):
         assert g.keys() == e.keys(), e["step"]
         for key, value in e.items():
-            if key.startswith(("timing/", "throughput/")):
+            if key.startswith(("timing/", "throughput/", *skip)):
                 continue
             if key.startswith("rollout/logp_diff") and abs_tol > 0:
                 for run, v in (("got", g[key]), ("expected", value)):
@@ -91,14 +96,28 @@ def max_rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.double() - want.double()).abs().max() / want.double().abs().max().clamp_min(1e-30)).item()
 
 
-def rollout_batch(tokenizer, n: int, seed: int = 0) -> RolloutBatch:
-    """n right-padded `i+(i+3)=` prompt rows with random responses of 1 + 2i mod 5 tokens (1..5), random
+def rollout_batch(tokenizer, n: int, seed: int = 0, longer: int = 0) -> RolloutBatch:
+    """n right-padded `i+(i+3)=` prompt rows with random responses of longer + 1 + 2i mod 5 tokens, random
     advantages (drawn after the response tokens, from the same generator) and zero rollout logprobs."""
     g = torch.Generator().manual_seed(seed)
     prompts = [tokenizer(f"{i}+{i + 3}=", add_special_tokens=False)["input_ids"] for i in range(n)]
-    responses = [torch.randint(0, 250, (1 + (i * 2) % 5,), generator=g).tolist() for i in range(n)]
+    responses = [torch.randint(0, 250, (longer + 1 + (i * 2) % 5,), generator=g).tolist() for i in range(n)]
     ids, att, resp = right_pad(list(zip(prompts, responses)), tokenizer.pad_token_id)
     return RolloutBatch(ids, att, resp, torch.randn(n, generator=g), torch.zeros(ids.shape))
+
+
+def rank_share(whole: RolloutBatch, algo) -> tuple[RolloutBatch, BatchLayout]:
+    """This rank's rows of the batch `whole` (its slice of each mini-batch, as rlvr.share gives the trainer's
+    learner) and their layout, for `Learner.update` under several processes (one: the whole batch)."""
+    layout = layout_of(
+        len(whole) // algo.group_size,
+        algo.group_size,
+        algo.minibatch_prompts,
+        algo.num_minibatches,
+        dist.rank(),
+        dist.world_size(),
+    )
+    return whole.select(layout.rows), layout
 
 
 def compose_config(*overrides: str):

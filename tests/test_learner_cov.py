@@ -7,7 +7,7 @@ import torch
 from accelerate import Accelerator
 from helpers import rollout_batch
 
-from rlvr import algo
+from rlvr import algo, sharded
 from rlvr.config import AlgoConfig, CovConfig, LearnerConfig, OptimConfig
 from rlvr.learner import Learner, response_logp_entropy
 
@@ -35,18 +35,19 @@ def test_clip_cov_of_every_token_removes_the_whole_gradient(tiny_model, tokenize
 
 
 def test_clip_cov_selects_the_defined_tokens_of_the_batch(tiny_model, tokenizer, monkeypatch):
-    """The learner hands clip_cov_select the covariance of the policy before the update over the batch's 24
-    response tokens; with the paper's fraction 2e-4 that is max(1, floor(0.0048)) = 1 token."""
+    """The learner hands clip_cov_select (rlvr.sharded's: over every rank's rows) the covariance of the policy
+    before the update over the batch's 24 response tokens; with the paper's fraction 2e-4 that is
+    max(1, floor(0.0048)) = 1 token."""
     batch = rollout_batch(tokenizer, n=8)
     seen = {}
-    real = algo.clip_cov_select
+    real = sharded.clip_cov_select
 
     def spy(cov, mask, *args, **kwargs):
         seen["cov"], seen["mask"] = cov, mask
         seen["selected"] = real(cov, mask, *args, **kwargs)
         return seen["selected"]
 
-    monkeypatch.setattr(algo, "clip_cov_select", spy)
+    monkeypatch.setattr(sharded, "clip_cov_select", spy)
     learner = _learner(copy.deepcopy(tiny_model), CovConfig(mode="clip_cov", clip_bound_low=-1e9))
     result = learner.update(batch)
     with torch.no_grad():
@@ -69,13 +70,13 @@ def test_kl_cov_selection_is_per_mini_batch_and_penalises_from_the_second_step(
     tokens carry a positive |logp - old_logp|."""
     batch = rollout_batch(tokenizer, n=8)
     masks = []
-    real = algo.kl_cov_select
+    real = sharded.kl_cov_select
 
-    def spy(cov, mask, k_frac):
+    def spy(cov, mask, k_frac, rows, n_rows):
         masks.append(mask)
-        return real(cov, mask, k_frac)
+        return real(cov, mask, k_frac, rows, n_rows)
 
-    monkeypatch.setattr(algo, "kl_cov_select", spy)
+    monkeypatch.setattr(sharded, "kl_cov_select", spy)
     learner = _learner(copy.deepcopy(tiny_model), CovConfig(mode="kl_cov", kl_frac=0.25), num_minibatches=2)
     metrics = learner.update(batch).metrics
     # rows 0-3 hold 1+3+5+2 = 11 tokens -> floor(0.25 * 11) = 2; rows 4-7 hold 4+1+3+5 = 13 -> 3

@@ -22,7 +22,6 @@ from rlvr.microbatch import pack_rows, padding_fraction, plan_micro_batches, unp
 LENGTHS = [5, 9, 3, 7, 2]
 
 MOVED = [
-    "split_micro_batches",
     "micro_batch_positions",
     "pack_sequences",
     "plan_micro_batches",

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from rlvr import algo
 from rlvr.config import AlgoConfig, ClipConfig, CovConfig, EntropyMaskConfig
 from rlvr.errors import ConfigError
 from rlvr.objectives import AllTokens, ClipCov, ForkingTokens, KLCov, PPOClip, build_objective
@@ -165,3 +166,31 @@ def test_adaptive_entropy_reg_steers_and_round_trips_its_state():
     again = build_entropy_reg(EntropyRegConfig(coef=0.0, target=0.2, step=1e-3, max_coef=1.5e-3))
     again.load_state_dict(state)
     assert again.state_dict() == state and again.used == reg.used
+
+
+def test_sharded_selections_pick_the_sort_based_sets():
+    """rlvr.sharded's selections (bisection for the threshold, per-row counts for ties and the draw's order) pick
+    exactly the tokens of the sort-based functions, ties (many, -0.0 among them) to the earlier (row, column)."""
+    from rlvr import sharded
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(10):
+        values = torch.randint(0, 4, (7, 9), generator=g).float() * 0.5 - 0.5
+        values[0, 0] = -0.0
+        mask = torch.rand(7, 9, generator=g) > 0.3
+        for frac in (0.1, 0.5, 1.0):
+            want = algo.top_entropy_mask(values, mask, frac)
+            assert torch.equal(sharded.top_frac_mask(values, mask, frac, None, None), want)
+        assert torch.equal(
+            sharded.kl_cov_select(values, mask, 0.2, None, None), algo.kl_cov_select(values, mask, 0.2)
+        )
+        clipped = torch.rand(7, 9, generator=g) > 0.8
+        draw = [torch.Generator().manual_seed(trial) for _ in range(2)]
+        want = algo.clip_cov_select(values, mask, 0.1, -0.6, 0.8, draw[0], exclude=clipped)
+        got = sharded.clip_cov_select(values, mask, 0.1, -0.6, 0.8, draw[1], clipped, None, None)
+        assert torch.equal(got, want)
+    x = torch.randn(1000, generator=g)
+    assert (
+        sharded.kth_largest(x, [1, 500, 1000]).tolist()
+        == torch.sort(x, descending=True).values[[0, 499, 999]].tolist()
+    )

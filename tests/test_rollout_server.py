@@ -201,7 +201,10 @@ def test_two_sharded_trainer_processes_through_a_launched_server_match_one_coloc
     launch(2, *cmd, config="zero3.yaml", env=train_env(tiny_cache), cwd=tmp_path)
     got, expected = metrics_lines(tmp_path / "server"), metrics_lines(two_step_run)
     assert [d["step"] for d in expected] == [1, 2]
-    assert_same_metrics(got, expected)
+    # the process layout's metrics aside: each rank lays out its own rows (learner/padding_frac) and receives
+    # what crosses ranks (dist/bytes_received, 0 in one process), as in test_distributed.py
+    assert_same_metrics(got, expected, skip=("learner/padding_frac", "dist/"))
+    assert all(d["dist/bytes_received"] > 0 for d in got)
 
 
 def test_transfer_group_opens_under_a_torchrun_launcher(monkeypatch):

@@ -31,13 +31,14 @@ from rlvr.algo.policy_loss import per_token_advantages
 COV_MODES = (None, "clip_cov", "kl_cov")
 
 
-def token_covariance(logp: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+def token_covariance(logp: Tensor, advantages: Tensor, mask: Tensor, total=None) -> Tensor:
     """Per-token centred product of log-probability and advantage (Cui et al. 2025, eq. of Cov(y_i)).
 
     logp: [B, T]; advantages: [B] (one per sequence, broadcast over T) or [B, T]; mask: [B, T] bool of the
     tokens that count (N = mask.sum()). Means are over those N tokens (a sequence's advantage counts once per
     token). Returns float32 [B, T]: (logp - mean logp) * (A - mean A) on mask, 0 elsewhere. Its mean over the
-    mask is the covariance. No gradient flows (selection statistic, not a loss).
+    mask is the covariance. No gradient flows (selection statistic, not a loss). `total`: adds up a partial sum
+    over the batch's other rows (on other data-parallel ranks: `rlvr.sharded.total`) when `logp` holds only some.
     """
     if logp.dim() != 2 or logp.shape != mask.shape:
         raise ValueError(
@@ -47,11 +48,12 @@ def token_covariance(logp: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
     m = mask.bool()
     x = logp.detach().float()
     a = advantages.detach().float().expand_as(x)
-    n = m.sum()
+    total = total or (lambda t: t)
+    n = total(m.sum())
     if n == 0:
         return torch.zeros_like(x)
-    mean_x = x[m].sum() / n
-    mean_a = a[m].sum() / n
+    mean_x = total(x[m].sum()) / n
+    mean_a = total(a[m].sum()) / n
     return torch.where(m, (x - mean_x) * (a - mean_a), torch.zeros_like(x))
 
 

@@ -32,6 +32,12 @@ def logprobs_from_logits(logits: Tensor, labels: Tensor) -> Tensor:
     return z.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
 
 
+def top_count(top_frac: float, n_valid: int) -> int:
+    """Tokens the forking-token mask keeps of n_valid: ceil(top_frac * n_valid), at least 1, at most n_valid."""
+    # The 1e-9 keeps float noise from adding a token: 0.1 * 30 is 3.0000000000000004 in binary.
+    return min(n_valid, max(1, math.ceil(top_frac * n_valid - 1e-9)))
+
+
 def top_entropy_mask(entropy: Tensor, mask: Tensor, top_frac: float) -> Tensor:
     """The 80/20 "forking tokens" mask (Wang et al. 2025): keep only the highest-entropy tokens.
 
@@ -49,9 +55,7 @@ def top_entropy_mask(entropy: Tensor, mask: Tensor, top_frac: float) -> Tensor:
     if top_frac == 1:
         return valid.clone()
     flat_valid = valid.flatten().nonzero().squeeze(1)
-    n_valid = flat_valid.numel()
-    # The 1e-9 keeps float noise from adding a token: 0.1 * 30 is 3.0000000000000004 in binary.
-    k = min(n_valid, max(1, math.ceil(top_frac * n_valid - 1e-9)))
+    k = top_count(top_frac, flat_valid.numel())
     # Sorting only the valid positions means padding can never be picked, whatever its entropy;
     # a stable sort keeps equal entropies in flat-index order.
     order = torch.sort(entropy.detach().flatten()[flat_valid], descending=True, stable=True).indices

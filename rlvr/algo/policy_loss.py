@@ -137,7 +137,9 @@ class ISCorrection:
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
 
-def loss_token_weights(mask: Tensor, mode: str, max_len: int | None = None) -> Tensor:
+def loss_token_weights(
+    mask: Tensor, mode: str, max_len: int | None = None, totals: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Per-token weights w (float32 [B, T]) such that the aggregate loss is (loss * w).sum().
 
     mask: [B, T] bool/0-1 of the response tokens that count. Computing w once on the full (mini-)batch and
@@ -148,7 +150,8 @@ def loss_token_weights(mask: Tensor, mode: str, max_len: int | None = None) -> T
     len_i = kept tokens of row i; n_seq = rows with at least one kept token. max_len, needed by the Dr. GRPO
     mode only, is a constant of the run, the generation budget (rollout.max_new_tokens): a normaliser that
     followed the batch's padded width would change the step size from one batch to the next.
-    An all-zero mask gives all-zero weights (no NaN).
+    An all-zero mask gives all-zero weights (no NaN). `totals`: (mask.sum() as float32, n_seq as long) of the whole
+    (mini-)batch when `mask` holds only some of its rows (a data-parallel rank's).
     """
     if mode not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {LOSS_AGG_MODES}")
@@ -160,9 +163,9 @@ def loss_token_weights(mask: Tensor, mode: str, max_len: int | None = None) -> T
     # Clamping a denominator is enough to avoid 0/0: whenever it is 0 the numerator is 0 too.
     tiny = torch.finfo(torch.float32).tiny
     if mode == "token_mean":
-        return m / m.sum().clamp_min(tiny)
+        return m / (m.sum() if totals is None else totals[0]).clamp_min(tiny)
     seq_len = m.sum(dim=1, keepdim=True)
-    n_seq = (seq_len > 0).sum().clamp_min(1)
+    n_seq = ((seq_len > 0).sum() if totals is None else totals[1]).clamp_min(1)
     if mode == "seq_mean_token_mean":
         return m / seq_len.clamp_min(tiny) / n_seq
     return m / max_len / n_seq

@@ -8,11 +8,10 @@ entropy falls. The per-token centred products are heavy-tailed (a few tokens dom
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from rlvr.algo.cov import token_covariance
+from rlvr.metrics.entropy_stats import top_count
 
 TOP_FRAC = 0.002
 
@@ -34,7 +33,6 @@ def covariance_stats(
     if n == 0:
         return {}
     c = token_covariance(logp, advantages.to(logp.device), m)[m]
-    # round() guards against float noise such as 0.002 * 1500 = 3.0000000000000004 -> ceil 4
-    k = max(1, math.ceil(round(top_frac * n, 9)))
+    k = top_count(top_frac, n)
     top = torch.topk(c, k).values.mean()
     return {"cov/mean": c.mean().item(), f"cov/top{100 * top_frac:g}pct_mean": top.item()}

@@ -44,7 +44,7 @@ ENTROPY_HIST_EDGES: tuple[float, ...] = _make_edges()
 ENTROPY_EDGES_FILENAME = "entropy_hist_edges.json"
 """Name of the file in the run directory holding the edges that ``entropy/hist`` counts over."""
 
-_QUANTILES = (("entropy/p10", 0.10), ("entropy/p50", 0.50), ("entropy/p90", 0.90), ("entropy/p99", 0.99))
+QUANTILES = (("entropy/p10", 0.10), ("entropy/p50", 0.50), ("entropy/p90", 0.90), ("entropy/p99", 0.99))
 
 
 def entropy_edges() -> list[float]:
@@ -68,12 +68,34 @@ def _pct_key(part: str, frac: float) -> str:
     return f"entropy/{part}{int(pct) if pct == int(pct) else pct:g}_mean"
 
 
-def _top_key(top_frac: float) -> str:
+def top_key(top_frac: float) -> str:
     return _pct_key("top", top_frac)
 
 
-def _bottom_key(top_frac: float) -> str:
+def bottom_key(top_frac: float) -> str:
     return _pct_key("bottom", 1.0 - top_frac)
+
+
+def top_count(top_frac: float, n: int) -> int:
+    """k = ceil(top_frac * n), at least 1: how many of n values a top-fraction mean averages."""
+    # round() guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> ceil 4.
+    return max(1, math.ceil(round(top_frac * n, 9)))
+
+
+def quantile_ranks(n: int) -> tuple[list[int], list[float]]:
+    """For the QUANTILES of n values: the order statistics they interpolate between (0-based ranks in ascending
+    order, every quantile's lower one, then every upper one) and the upper ones' weights. Linear interpolation
+    at position q*(n-1), like numpy's default."""
+    positions = [q * (n - 1) for _, q in QUANTILES]
+    lo = [math.floor(p) for p in positions]
+    hi = [min(i + 1, n - 1) for i in lo]
+    return lo + hi, [p - i for p, i in zip(positions, lo)]
+
+
+def interpolate(picked: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """The quantiles (float32) from the order statistics `picked` at `quantile_ranks`' ranks and its weights."""
+    v_lo, v_hi = picked[: len(weights)], picked[len(weights) :]
+    return v_lo + (v_hi - v_lo) * torch.tensor(weights, device=picked.device, dtype=torch.float32)
 
 
 def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, float | list[int]]:
@@ -111,42 +133,39 @@ def entropy_stats(entropy: torch.Tensor, top_frac: float = 0.2) -> dict[str, flo
     # and the mean is NaN anyway: a NaN entropy is a bug upstream and should be visible.
     x_sorted = torch.sort(x).values
 
-    # Linear interpolation between order statistics: position q*(n-1), like numpy's default.
-    positions = [q * (n - 1) for _, q in _QUANTILES]
-    lo = [math.floor(p) for p in positions]
-    hi = [min(i + 1, n - 1) for i in lo]
-    idx = torch.tensor(lo + hi, device=x.device)
-    picked = x_sorted[idx]
-    v_lo, v_hi = picked[: len(lo)], picked[len(lo) :]
-    frac = torch.tensor([p - i for p, i in zip(positions, lo)], device=x.device, dtype=torch.float32)
-    quantiles = v_lo + (v_hi - v_lo) * frac
+    ranks, weights = quantile_ranks(n)
+    quantiles = interpolate(x_sorted[torch.tensor(ranks, device=x.device)], weights)
 
-    # round() guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> ceil 4.
-    k = max(1, math.ceil(round(top_frac * n, 9)))
+    k = top_count(top_frac, n)
     top_mean = x_sorted[n - k :].mean()
     # NaN sorts last, into the top k: the bottom mean stays finite unless more than k values are NaN
     bottom = [x_sorted[: n - k].mean().reshape(1)] if n > k else []
 
     scalars = torch.cat([x.mean().reshape(1), quantiles, top_mean.reshape(1), *bottom]).tolist()
 
+    hist = entropy_hist(x_sorted).tolist()  # the sorted copy keeps this one pass over n values
+
+    out: dict[str, float | list[int]] = {"entropy/mean": scalars[0]}
+    for (key, _), value in zip(QUANTILES, scalars[1:5]):
+        out[key] = value
+    out["entropy/hist"] = hist
+    out[top_key(top_frac)] = scalars[5]
+    if bottom:
+        out[bottom_key(top_frac)] = scalars[6]
+    return out
+
+
+def entropy_hist(x: torch.Tensor) -> torch.Tensor:
+    """Counts (long [25]) of the values x [n] over ``ENTROPY_HIST_EDGES``, NaNs left out."""
     # Compare in float64 against the exact edges, so a value is binned exactly as numpy.histogram
-    # bins it (float32(1e-4) < 1e-4); the sorted copy keeps this one pass over n values.
+    # bins it (float32(1e-4) < 1e-4).
     edges = torch.tensor(ENTROPY_HIST_EDGES, device=x.device, dtype=torch.float64)
     n_bins = len(ENTROPY_HIST_EDGES) - 1
-    finite = x_sorted[~torch.isnan(x_sorted)].to(torch.float64)
+    finite = x[~torch.isnan(x)].to(torch.float64)
     # right=True gives i with edges[i-1] <= v < edges[i], i.e. bin i-1 of a half-open [e_i, e_{i+1});
     # the clamp closes the last bin (v == 16 and above) and folds v < 0 into the first.
     bins = (torch.bucketize(finite, edges, right=True) - 1).clamp_(0, n_bins - 1)
-    hist = torch.bincount(bins, minlength=n_bins).tolist()
-
-    out: dict[str, float | list[int]] = {"entropy/mean": scalars[0]}
-    for (key, _), value in zip(_QUANTILES, scalars[1:5]):
-        out[key] = value
-    out["entropy/hist"] = hist
-    out[_top_key(top_frac)] = scalars[5]
-    if bottom:
-        out[_bottom_key(top_frac)] = scalars[6]
-    return out
+    return torch.bincount(bins, minlength=n_bins)
 
 
 def entropy_above_threshold(entropy: torch.Tensor, threshold: float) -> dict[str, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import rollout_batch  # noqa: E402
+from helpers import rank_share, rollout_batch  # noqa: E402
 
 from rlvr import checkpoint  # noqa: E402
 from rlvr import distributed as dist  # noqa: E402
@@ -35,7 +35,7 @@ def settings() -> tuple[AlgoConfig, OptimConfig]:
     runs, on the policy and on the reference); also benchmarks/gpu_fsdp2_check.py's."""
     algo = AlgoConfig(
         loss_agg="token_mean",
-        group_size=7,  # the batches of 14 rows: 2 groups, one per mini-batch
+        group_size=7,  # the batches of 28 and 21 rows: 4 and 3 groups over 2 mini-batches
         num_minibatches=2,
         kl=KLConfig(coef=0.1, reset_optimizer=True),
         entropy_mask=EntropyMaskConfig(top_frac=0.5),
@@ -51,22 +51,30 @@ def make_learner(model) -> Learner:
     return Learner(model, accelerator, algo, optim, LearnerConfig(micro_batch_size=2), 1.0, 10)
 
 
+def update(learner: Learner, n: int, batch_seed: int, seed: int) -> dict:
+    """One update on the n-row `rollout_batch` of batch_seed, each rank on its slice of each mini-batch; its
+    metrics."""
+    batch, layout = rank_share(rollout_batch(build_tokenizer(), n=n, seed=batch_seed), learner.algo)
+    return learner.update(batch, seed=seed, layout=layout).metrics
+
+
 def one_update() -> tuple[Learner, dict]:
-    """The tiny model after one update on update_once.py's 14-sequence batch (7 micro-batches: 4 and 3 per
-    rank in the pre-pass); returns the learner and the update's metrics."""
+    """The tiny model after one update on a 28-sequence batch (2 mini-batches of 2 groups: each of 2 ranks
+    trains on one group of each, 4 micro-batches); returns the learner and the update's metrics."""
     tokenizer = build_tokenizer()
     learner = make_learner(
         build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
     )
-    metrics = learner.update(rollout_batch(tokenizer, n=14, seed=1), seed=0).metrics
-    return learner, metrics
+    return learner, update(learner, 28, batch_seed=1, seed=0)
 
 
 def after_reset(learner: Learner) -> tuple[dict, dict, dict]:
     """A ProRL reset (the reference := the policy; Adam's state cleared, as `settings()` asks), then one more
-    update on another batch: its metrics, and the gathered weights and optimizer state after it."""
+    update on another batch: its metrics, and the gathered weights and optimizer state after it. The batch's
+    3 groups make mini-batches of 2 and 1: of 2 ranks, the second has no rows of the second mini-batch and joins
+    its collective forwards and gradient reduction with idle ones."""
     learner.reset_reference()
-    metrics = learner.update(rollout_batch(build_tokenizer(), n=14, seed=2), seed=1).metrics
+    metrics = update(learner, 21, batch_seed=2, seed=1)
     return metrics, *checkpoint.gather_full_state(learner.unwrapped, learner.optimizer)
 
 
@@ -109,7 +117,9 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
     else:
         model = AutoModelForCausalLM.from_pretrained(one_process_checkpoint / "policy", dtype=torch.float32)
     learner = make_learner(model)
-    learner.restore(checkpoint.load_state(one_process_checkpoint)["optimizer"], one_process_checkpoint / "policy")
+    learner.restore(
+        checkpoint.load_state(one_process_checkpoint)["optimizer"], one_process_checkpoint / "policy"
+    )
     # the trainer's resume of a reset reference: here the base model, which differs from the loaded policy
     base = build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0)
     checkpoint.load_full_state(learner.reference, base.state_dict())
@@ -120,7 +130,9 @@ def main(out: Path, one_process_checkpoint: Path) -> None:
 
     refusal = None
     if sharding == "FSDP2":
-        learner.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = True  # shared by the next Accelerator
+        learner.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = (
+            True  # shared by the next Accelerator
+        )
         try:
             make_learner(build_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=0))
         except ConfigError as e:
