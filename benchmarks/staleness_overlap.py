@@ -92,6 +92,20 @@ def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"the rollout server did not answer in 600 s; see {log}")
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of process group `pgid` (the server and its engine, which
+    RUSAGE_CHILDREN would miss: the server's own children are not reaped by this process)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(proc.pid, signal.SIGTERM)
@@ -145,12 +159,14 @@ def run_arm(args: argparse.Namespace, model: Path, staleness: int, out: Path) ->
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        # before the server stops: its engine processes die unreaped, their CPU time is read from /proc
+        others = (busy_cpu_s() - busy) - (children_cpu_s() - ours) - group_cpu_s(server.pid)
+        seconds = time.perf_counter() - started
     finally:
         stop_server(server)
     lines = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [d for d in lines if "timing/step_s" in d]
-    others = (busy_cpu_s() - busy) - (children_cpu_s() - ours)
-    return {"steps": steps, "others_cores": max(others, 0.0) / (time.perf_counter() - started)}
+    return {"steps": steps, "others_cores": max(others, 0.0) / seconds}
 
 
 def median_of(run: dict, key: str, warmup: int) -> float:
