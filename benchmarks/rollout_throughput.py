@@ -32,6 +32,27 @@ from rlvr.tiny_model import build_model, build_tokenizer
 # name -> Qwen2 shape overrides of the tiny model (None: the embedded tiny model's own shape)
 MODELS: dict[str, dict | None] = {
     "tiny": None,
+    "qwen2-1m": dict(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=512,
+    ),
+    "qwen2-3m": dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=768,
+    ),
+    "qwen2-4m": dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=1024,
+    ),
     "qwen2-24m": dict(
         hidden_size=512,
         num_hidden_layers=8,
@@ -133,7 +154,7 @@ def machine() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line (the docs test parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
+    parser.add_argument("--models", default="tiny,qwen2-24m", help=f"comma-separated, from {list(MODELS)}")
     parser.add_argument("--backends", default="vllm,hf")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=4, help="G completions per prompt")

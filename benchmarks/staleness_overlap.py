@@ -44,24 +44,7 @@ from step_time_model import Phases, step_s  # noqa: E402
 from step_vs_trl import busy_cpu_s, children_cpu_s, spread, wait_idle  # noqa: E402
 
 BIN = Path(sys.executable).parent
-# name -> Qwen2 shape (rollout_throughput's, and one between them where neither phase dwarfs the other on CPU)
-SHAPES = {
-    **MODELS,
-    "qwen2-1m": dict(
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=512,
-    ),
-    "qwen2-3m": dict(
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=768,
-    ),
-}
+SHAPES = MODELS  # name -> Qwen2 shape (qwen2-3m: neither phase dwarfs the other on CPU)
 PHASES = ("timing/rollout_s", "timing/verify_s", "timing/learner_s", "timing/sync_s")
 WAITS = ("timing/learner_wait_s", "timing/rollout_wait_s", "rollout/policy_lag")
 

