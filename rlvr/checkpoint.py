@@ -7,7 +7,7 @@
     checkpoints/latest                     name of the newest complete checkpoint, written last
 
 A checkpoint is first written to `checkpoints/.tmp-step_NNNNNN/`, then renamed into place; a directory named
-`step_*` is therefore always complete, and a crash mid-write leaves only a `.tmp-*` directory that resume ignores.
+`step_*` is therefore always complete, and a crash mid-write leaves only a `.tmp-*` directory that resume ignores and the next run's start removes.
 A file damaged later (a truncated copy, a deleted file, a bad disk) fails `verify_checkpoint`, and a resume falls
 back to the newest checkpoint that verifies (`find_resumable`). A save that fails (no space left, permissions)
 removes its `.tmp-*` directory, leaves `latest` as it was and raises CheckpointSaveError, one line.
@@ -156,6 +156,16 @@ def begin_write(output_dir: str | Path, step: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     return tmp
+
+
+def remove_stale_writes(output_dir: str | Path) -> list[Path]:
+    """Remove the `.tmp-step_*` dirs of writes a crash interrupted, and return them. Call only when no save is in
+    flight, as at a run's start (a save needs a trained step, which needs every rank past its start)."""
+    root = Path(output_dir) / "checkpoints"
+    stale = sorted(root.glob(".tmp-step_*")) if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def commit(output_dir: str | Path, step: int, keep_last: int) -> Path:

@@ -98,6 +98,8 @@ def prepare(cfg: RLVRConfig, output_dir: str | Path) -> Prepared:
 
     validate(cfg)
     out = Path(output_dir)
+    for path in checkpoint.remove_stale_writes(out):
+        log.warning("removed %s: a checkpoint write that a crash interrupted", path)
     resume_from = None
     if cfg.trainer.resume == "auto":
         resume_from, damaged = checkpoint.find_resumable(out)

@@ -5,7 +5,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlvr.checkpoint import find_latest, load_state, rng_state, save_checkpoint, set_rng_state
+from rlvr.checkpoint import (
+    find_latest,
+    load_state,
+    remove_stale_writes,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from rlvr.tiny_model import build_model, build_tokenizer
 
 
@@ -69,6 +76,9 @@ def test_find_latest_without_pointer_takes_newest_complete_dir(tmp_path):
     for name in ("step_000005", "step_000007", ".tmp-step_000009"):  # .tmp-*: a crash mid-write
         (root / name).mkdir(parents=True)
     assert find_latest(tmp_path) == root / "step_000007"
+    assert remove_stale_writes(tmp_path) == [root / ".tmp-step_000009"]
+    assert _names(root) == ["step_000005", "step_000007"]
+    assert remove_stale_writes(tmp_path / "no-run") == []
 
 
 @pytest.mark.parametrize("pointer", ["step_000008", ".tmp-step_000009", ""])  # missing, partial, empty

@@ -163,6 +163,10 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(tiny_c
         f"trainer.total_steps={int(complete.removeprefix('step_')) + 1}",
     )
     assert f"resumed from {ckpts / complete}" in proc.stderr + proc.stdout
+    assert (
+        f"removed {ckpts / tmp_dirs[0]}: a checkpoint write that a crash interrupted"
+        in proc.stderr + proc.stdout
+    )
 
 
 def test_sigterm_in_a_sweep_saves_the_job_and_ends_the_sweep(tiny_cache, tmp_path):
