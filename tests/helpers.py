@@ -23,6 +23,7 @@ RLVR_TRAIN = BIN / "rlvr-train"
 
 # the short run that conftest's two_step_run makes once (total_steps first: a resume can drop it)
 TWO_STEPS = (
+    "rollout.backend=vllm",  # the quickstart samples with hf; the multi-process runs check vLLM's paths
     "trainer.total_steps=2",
     "eval.every=0",
     "trainer.prompts_per_step=8",

@@ -147,7 +147,7 @@ def test_weights_follow_the_learner_after_each_sync(server, colocated, policy, t
 def test_three_step_run_through_the_server_matches_colocated(server, tiny_cache, tmp_path):
     """`rlvr-train rollout=server` against the running server logs the same metrics as the colocated run: the
     same keys every step and, sampling alike on weights synced alike, the same values (timings aside)."""
-    common = ("trainer.total_steps=3", "eval.every=0", "trainer.progress_bar=false")
+    common = ("rollout.backend=vllm", "trainer.total_steps=3", "eval.every=0", "trainer.progress_bar=false")
     server_mode = ("rollout=server", f"rollout.server_url={server.url}", "rollout.server_launch=false")
     runs = {"server": (*common, *server_mode), "colocated": common}
     procs = {}
