@@ -9,6 +9,7 @@ LAB_ARMS ?= base,clip_higher,top20,bottom80,entropy_bonus,eval_seed
 LAB_SEEDS ?= 0,1,2,3
 LAB_STEPS ?= 40
 LAB_DIR ?= runs/lab
+LAB_OVERRIDES ?=  # more Hydra overrides for every run, e.g. rollout=vllm (the engine of the published results)
 LAB_LONG_ARMS = base,clip_higher,top20,bottom80,entropy_bonus,eval_seed,dynamic_sampling,seq_mean,no_clip,clip_cov,kl_cov,kl,kl_reset
 
 .PHONY: install test quickstart lab lab-long lint format clean
@@ -28,7 +29,7 @@ quickstart: install
 
 lab: install
 	$(BIN)/rlvr-train -m experiment=lab lab=$(LAB_ARMS) trainer.seed=$(LAB_SEEDS) trainer.total_steps=$(LAB_STEPS) \
-		trainer.save_every=$(LAB_STEPS) hydra.sweep.dir=$(LAB_DIR)
+		trainer.save_every=$(LAB_STEPS) hydra.sweep.dir=$(LAB_DIR) $(LAB_OVERRIDES)
 	$(BIN)/rlvr-report $(LAB_DIR)
 
 lab-long:

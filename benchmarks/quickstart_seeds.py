@@ -2,8 +2,8 @@
 
     python benchmarks/quickstart_seeds.py [--seeds 0,1,2] [--out runs/quickstart_seeds] [overrides ...]
 
-Each seed runs `rlvr-train experiment=quickstart trainer.seed=S` to the end, one after another (two vLLM
-processes on 2 cores slow each other ~5x), with RLVR_CACHE_DIR a fresh directory under --out, so the first run
+Each seed runs `rlvr-train experiment=quickstart trainer.seed=S` to the end, one after another (two runs
+on 2 cores slow each other several times over), with RLVR_CACHE_DIR a fresh directory under --out, so the first run
 installs the embedded model as a new user's would. Prints a markdown table of held-out pass@1 (first -> last
 eval, best), pass@4, entropy, the steps with a clipped token and the wall time, then the mean and range of the
 gains. Extra arguments are passed to rlvr-train as overrides.
