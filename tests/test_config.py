@@ -27,7 +27,8 @@ def cfg(quickstart) -> RLVRConfig:
 def test_default_is_quickstart_and_valid(quickstart):
     assert quickstart == _compose("experiment=quickstart")
     assert quickstart.model.builtin == "tiny-addition"
-    assert quickstart.rollout.backend == "hf"  # faster than vLLM on CPU for the tiny model (docs/PERFORMANCE.md)
+    # rlvr's own sampler: faster than vLLM on CPU for the tiny model (docs/PERFORMANCE.md)
+    assert quickstart.rollout.backend == "hf"
     assert quickstart.rollout.max_new_tokens == 8
     assert quickstart.rollout.tis_cap is None  # TIS is off by default
     assert quickstart.algo.name == "dapo"

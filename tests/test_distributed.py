@@ -151,10 +151,11 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, two_step_run
     assert_close_state(dict(exported.state_dict()), weights[1], rel=0.0)
     # step 3 from the shards in 2 processes (into another run dir), then in one: the same metrics
     again = tmp_path / "again"
-    cmd = train_cmd(again, *overrides[1:], "trainer.total_steps=3", f"trainer.resume={saved}")
+    on = [o for o in overrides if not o.startswith("trainer.total_steps=")]
+    cmd = train_cmd(again, *on, "trainer.total_steps=3", f"trainer.resume={saved}")
     cmd[0] = str(SHARD_ON_CPU)
     launch(2, *cmd, config=config, env=train_env(tiny_cache), cwd=tmp_path)
-    run_train(tiny_cache, two, *overrides[1:], "trainer.total_steps=3")
+    run_train(tiny_cache, two, *on, "trainer.total_steps=3")
     assert [m["step"] for m in metrics_lines(two)] == [1, 2, 3]
     assert (two / "checkpoints/latest").read_text().strip() == "step_000003"
     assert_same_metrics(metrics_lines(again), metrics_lines(two)[2:], skip=("learner/padding_frac", "dist/"))
