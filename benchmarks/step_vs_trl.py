@@ -6,7 +6,7 @@
 
 Needs TRL (`pip install -e .[bench]`). Both trainers get the same work per step: the embedded tiny model
 (RLVR_CACHE_DIR/tiny-addition, built on first use; or with --model a randomly initialised Qwen2 of
-rollout_throughput's shapes, with the tiny model's tokenizer) in float32, --prompts addition prompts x --group-size
+rollout_throughput's shapes, with the tiny model's tokenizer, or a Hugging Face model dir of your own) in float32, --prompts addition prompts x --group-size
 completions of exactly --max-new-tokens tokens (EOS ignored: rlvr samples past it, TRL forbids it until the
 last token with `min_new_tokens`), math-verify rewards (rlvr: its MathVerifier; TRL: with --trl-reward trl its
 own `trl.rewards.accuracy_reward`, what a TRL user would pick, or with --trl-reward rlvr rlvr's MathVerifier
@@ -125,8 +125,8 @@ def run_model(name: str, root: Path, max_len: int = 256) -> tuple[Path, int]:
     from rollout_throughput import MODELS, random_qwen2
 
     tiny = model_dir()
-    if name == "tiny":
-        path = tiny
+    if name == "tiny" or Path(name).is_dir():  # the embedded model, or a Hugging Face model dir of your own
+        path = tiny if name == "tiny" else Path(name)
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -416,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=8, help="tokens per completion (forced)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--model", default="tiny", help="tiny (the embedded model) or a rollout_throughput shape"
+        "--model",
+        default="tiny",
+        help="tiny (the embedded model), a rollout_throughput shape (random weights) or a Hugging Face model dir",
     )
     parser.add_argument("--rlvr-overrides", default="", help="more Hydra overrides for rlvr, space-separated")
     parser.add_argument(
@@ -481,8 +483,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from rollout_throughput import MODELS, machine
 
-    if args.model != "tiny" and args.model not in MODELS:
-        parser.error(f"--model: unknown model {args.model!r}; choose from tiny, {', '.join(MODELS)}")
+    if args.model != "tiny" and args.model not in MODELS and not Path(args.model).is_dir():
+        parser.error(f"--model: {args.model!r} is no directory and none of tiny, {', '.join(MODELS)}")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     root = Path(args.out or tempfile.mkdtemp(prefix="step_vs_trl_"))
     path, n_params = run_model(args.model, root)  # built once, before any timed run
