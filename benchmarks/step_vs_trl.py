@@ -6,20 +6,21 @@
 
 Needs TRL (`pip install -e .[bench]`). Both trainers get the same work per step: the embedded tiny model
 (RLVR_CACHE_DIR/tiny-addition, built on first use; or with --model a randomly initialised Qwen2 of
-rollout_throughput's shapes, with the tiny model's tokenizer, or a Hugging Face model dir of your own) in float32, --prompts addition prompts x --group-size
-completions of exactly --max-new-tokens tokens (EOS ignored: rlvr samples past it, TRL forbids it until the
-last token with `min_new_tokens`), math-verify rewards (rlvr: its MathVerifier; TRL: with --trl-reward trl its
-own `trl.rewards.accuracy_reward`, what a TRL user would pick, or with --trl-reward rlvr rlvr's MathVerifier
-called as a reward function), the DAPO loss (token mean, clip 0.2/0.28) with no KL term, one micro-batch and one optimizer step per batch, AdamW
-at lr 1e-3 with 5 warm-up steps. Neither side evaluates, saves or logs during the timed steps.
+rollout_throughput's shapes with the tiny model's tokenizer, or a Hugging Face model dir of your own) in float32,
+--prompts addition prompts x --group-size completions of exactly --max-new-tokens tokens (EOS ignored: rlvr
+samples past it, TRL forbids it until the last token with `min_new_tokens`), math-verify rewards (rlvr: its
+MathVerifier; TRL: with --trl-reward trl its own `trl.rewards.accuracy_reward`, what a TRL user would pick, or
+with --trl-reward rlvr rlvr's MathVerifier called as a reward function), the DAPO loss (token mean, clip 0.2/0.28)
+with no KL term, one micro-batch and one optimizer step per batch, AdamW at lr 1e-3 with 5 warm-up steps. Neither
+side evaluates, saves or logs during the timed steps.
 
 A side may carry settings of the process it runs in, after a "+": `rlvr-vllm+preload` is rlvr with vLLM under
-LD_PRELOAD of libtcmalloc and libiomp5, as vLLM's CPU docs advise (see SETTINGS). Each side runs in its own subprocess (rlvr through `Trainer.run`, the loop `rlvr-train` runs; TRL through
-`GRPOTrainer.train`); a round runs every side once, in turn, so drift of the shared machine hits all sides.
-Per step, rlvr's time is its `timing/step_s`; TRL's is from `on_step_begin` to `on_step_end` (generation,
-reward, loss, backward and optimizer step all happen in between). The first --warmup steps of every run are
-dropped. The generated tokens of every step are counted on both sides and must all equal
-prompts x group size x max-new-tokens.
+LD_PRELOAD of libtcmalloc and libiomp5, as vLLM's CPU docs advise (see SETTINGS). Each side runs in its own
+subprocess (rlvr through `Trainer.run`, the loop `rlvr-train` runs; TRL through `GRPOTrainer.train`); a round runs
+every side once, in turn, so drift of the shared machine hits all sides. Per step, rlvr's time is its
+`timing/step_s`; TRL's is from `on_step_begin` to `on_step_end` (generation, reward, loss, backward and optimizer
+step all happen in between). The first --warmup steps of every run are dropped. The generated tokens of every step
+are counted on both sides and must all equal prompts x group size x max-new-tokens.
 
 On a machine shared with other work, a tiny model's step time swings tenfold with what else runs (torch's
 threads wait on each other when one is descheduled), so every run starts once the CPUs are idle and is redone
@@ -97,7 +98,7 @@ class Workload:
     seed: int = 0
     rlvr_overrides: str = ""  # more Hydra overrides for rlvr, space-separated
     trl_reward: str = "trl"  # TRL's reward function: "trl" (its accuracy_reward) or "rlvr" (MathVerifier)
-    model: str = "tiny"  # "tiny": the embedded model, else a rollout_throughput.MODELS shape (random weights)
+    model: str = "tiny"  # "tiny", a rollout_throughput.MODELS shape (random weights) or a model dir
     model_path: str = ""  # where run_model put it
 
     @property
@@ -116,9 +117,9 @@ def model_dir() -> Path:
 
 
 def run_model(name: str, root: Path, max_len: int = 256) -> tuple[Path, int]:
-    """The model both sides train, and its parameter count: the embedded tiny model, or a Qwen2 of
-    rollout_throughput's shape `name` (random weights, seed 0) with the tiny model's tokenizer, saved under
-    `root`."""
+    """The model both sides train, and its parameter count: the embedded tiny model, a Hugging Face model dir,
+    or a Qwen2 of rollout_throughput's shape `name` (random weights, seed 0) with the tiny model's tokenizer,
+    saved under `root`."""
     from transformers import AutoTokenizer
 
     sys.path.insert(0, str(Path(__file__).parent))

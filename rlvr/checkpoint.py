@@ -7,7 +7,8 @@
     checkpoints/latest                     name of the newest complete checkpoint, written last
 
 A checkpoint is first written to `checkpoints/.tmp-step_NNNNNN/`, then renamed into place; a directory named
-`step_*` is therefore always complete, and a crash mid-write leaves only a `.tmp-*` directory that resume ignores and the next run's start removes.
+`step_*` is therefore always complete, and a crash mid-write leaves only a `.tmp-*` directory, which resume
+ignores and the next run's start removes.
 A file damaged later (a truncated copy, a deleted file, a bad disk) fails `verify_checkpoint`, and a resume falls
 back to the newest checkpoint that verifies (`find_resumable`). A save that fails (no space left, permissions)
 removes its `.tmp-*` directory, leaves `latest` as it was and raises CheckpointSaveError, one line.

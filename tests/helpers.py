@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent  # the venv's bin/: rlvr-train, rlvr-report, r
 RLVR_TRAIN = BIN / "rlvr-train"
 
 
-# the short run that conftest's two_step_run makes once (total_steps first: a resume can drop it)
+# the short run that conftest's two_step_run makes once (a resume replaces its total_steps)
 TWO_STEPS = (
     "rollout.backend=vllm",  # the quickstart samples with hf; the multi-process runs check vLLM's paths
     "trainer.total_steps=2",
