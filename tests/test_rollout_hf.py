@@ -101,3 +101,21 @@ def test_ignore_eos_samples_exactly_max_new_tokens(tiny_model, tokenizer):
     for c in forced:
         assert c.finish_reason == "length" and len(c.token_ids) == len(c.logprobs) == 7
     assert sum(c.token_ids.count(eos) for c in forced) > len(forced)  # EOS sampled, and sampling went on
+
+
+def test_the_prompts_forward_computes_the_last_positions_logits_only(tiny_model, tokenizer):
+    """No [batch, prompt length, vocab] logits: the lm head sees one position per row, prefill included (with a
+    real vocabulary the prompts' full logits are gigabytes); and one forward per sampled token, none after the
+    last."""
+    shapes = []
+    hook = tiny_model.get_output_embeddings().register_forward_hook(
+        lambda m, i, out: shapes.append(out.shape)
+    )
+    try:
+        HFRolloutEngine(tiny_model, tokenizer).generate(
+            _prompts(tokenizer), 2, SamplingParams(max_new_tokens=3), 0
+        )
+    finally:
+        hook.remove()
+    assert max(len(p) for p in _prompts(tokenizer)) > 1 and len(shapes) == 3
+    assert all(s[1] == 1 for s in shapes), shapes

@@ -2,12 +2,14 @@
 
 It shares the learner's module, so a weight sync costs nothing. Its own loop (rather than
 `generate`) records each sampled token's log-probability as it goes — never a [tokens x vocab]
-score tensor for the whole batch — and draws from a private torch.Generator, so samples depend
-only on the seed it is given.
+score tensor for the whole batch: the prompts' forward asks the model for the last position's logits
+only (`logits_to_keep=1`, where the model's forward takes it) — and draws from a private
+torch.Generator, so samples depend only on the seed it is given.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +31,14 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def last_logits_only(model: torch.nn.Module) -> dict:
+    """`logits_to_keep=1` if the model's forward (under DDP's or torch.compile's wrapper) takes it, else nothing:
+    the prompts' forward then computes [batch, 1, vocab] logits, not [batch, prompt length, vocab]."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 class HFRolloutEngine:
@@ -78,10 +88,16 @@ class HFRolloutEngine:
             input_ids[i, width - len(p) :] = torch.tensor(p, device=device)
             mask[i, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **last_logits_only(self.model),
+        )
         tokens, logps = [], []
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-        for _ in range(params.max_new_tokens):
+        for i in range(params.max_new_tokens):
             logits = filter_logits(out.logits[:, -1].float() / params.temperature, params.top_k, params.top_p)
             logp = logits.log_softmax(-1)
             if torch.isnan(logp).any():  # else torch.multinomial fails with a message that names no cause
@@ -95,7 +111,7 @@ class HFRolloutEngine:
             logps.append(logp.gather(-1, token[:, None]).squeeze(-1))
             if not params.ignore_eos:
                 finished |= token == eos
-            if finished.all():
+            if finished.all() or i == params.max_new_tokens - 1:  # no forward for a token never sampled
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             positions = positions[:, -1:] + 1
