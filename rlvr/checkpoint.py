@@ -32,12 +32,13 @@ import numpy as np
 import torch
 
 from rlvr import distributed as dist
-from rlvr import zero3
+from rlvr import hashing, zero3
 from rlvr.errors import CheckpointSaveError
 from rlvr.hashing import file_sha256
 
 LATEST = "latest"
 MANIFEST = "manifest.json"
+RECORDED = ".digests-{}.json"  # a writer's record of the files it wrote (`record_digests`)
 
 
 @contextmanager
@@ -192,13 +193,37 @@ def commit(output_dir: str | Path, step: int, keep_last: int) -> Path:
     return final
 
 
-def write_manifest(checkpoint_dir: Path) -> None:
-    """manifest.json: {relative path: {"bytes": size, "sha256": digest}} for every file of the checkpoint."""
-    files = sorted(p for p in checkpoint_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {
-        str(p.relative_to(checkpoint_dir)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in files
+def record_digests(directory: Path, names: list[str], writer: int) -> None:
+    """Record the size and sha256 of the files `names` in `directory` that process `writer` just wrote, so that
+    the manifest need not read them again (`RECORDED`; a sharded checkpoint's ranks each record their shard)."""
+    digests = {
+        n: {"bytes": (directory / n).stat().st_size, "sha256": hashing.file_sha256(directory / n)}
+        for n in names
     }
+    (directory / RECORDED.format(writer)).write_text(json.dumps(digests))
+
+
+def _recorded(checkpoint_dir: Path) -> dict[str, dict]:
+    """The digests that writers recorded under `checkpoint_dir`, keyed by path relative to it."""
+    found: dict[str, dict] = {}
+    for record in checkpoint_dir.rglob(RECORDED.format("*")):
+        for name, digest in json.loads(record.read_text()).items():
+            found[str((record.parent / name).relative_to(checkpoint_dir))] = digest
+    return found
+
+
+def write_manifest(checkpoint_dir: Path) -> None:
+    """manifest.json: {relative path: {"bytes": size, "sha256": digest}} for every file of the checkpoint; a
+    file whose writer recorded its digest (`record_digests`) is not read again if its size still matches."""
+    files = sorted(p for p in checkpoint_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    recorded = _recorded(checkpoint_dir)
+    manifest = {}
+    for p in files:
+        name, size = str(p.relative_to(checkpoint_dir)), p.stat().st_size
+        known = recorded.get(name)
+        manifest[name] = (
+            known if known and known["bytes"] == size else {"bytes": size, "sha256": file_sha256(p)}
+        )
     (checkpoint_dir / MANIFEST).write_text(json.dumps({"files": manifest}, indent=1) + "\n")
 
 

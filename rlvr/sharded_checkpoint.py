@@ -5,6 +5,7 @@ nothing is gathered, so no rank ever holds the whole state.
     checkpoints/step_NNNNNN/sharded/.metadata       DCP's index: every tensor's shape and which file holds which piece
     checkpoints/step_NNNNNN/sharded/__R_0.distcp    what rank R wrote: "model.*" (policy), "optim.*" (Adam, keyed
                                                     by parameter name), "reference.*" (only after a reset)
+    checkpoints/step_NNNNNN/sharded/.digests-R.json rank R's shard's size and sha256, for the manifest
     checkpoints/step_NNNNNN/policy_config/          the policy's config.json, generation_config.json and tokenizer:
                                                     what `rlvr-export` completes into a Hugging Face directory
     checkpoints/step_NNNNNN/state.pt                the trainer's state (sampler, RNG, scheduler...; no optimizer)
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint import FileSystemWriter
 
 from rlvr import checkpoint
 from rlvr import distributed as dist
@@ -134,6 +136,18 @@ def _on_main_rank(work, step: int):
     return result
 
 
+class _DigestingWriter(FileSystemWriter):
+    """DCP's file writer that also records the size and sha256 of the files this rank wrote (sharded/.digests-R
+    .json), before DCP gathers the ranks' results: rank 0's manifest then reads none of the other ranks' shards
+    (a 7B model with Adam is ~90 GB). DCP calls write_data once per rank and waits for its result."""
+
+    def write_data(self, plan, planner):
+        written = super().write_data(plan, planner)
+        names = sorted({result.storage_data.relative_path for result in written.wait()})
+        checkpoint.record_digests(Path(str(self.path)), names, dist.rank())
+        return written
+
+
 def _dcp_failure() -> tuple[type[BaseException], ...]:
     """What DCP raises when a rank's write failed (a BaseException, on every rank)."""
     from torch.distributed.checkpoint.api import CheckpointException
@@ -176,7 +190,12 @@ class ShardWriter:
 
         _on_main_rank(begin, step)
         shards = _saved_state(model, optimizer, reference)
-        options = {"checkpoint_id": tmp / SHARDS, "no_dist": not dist.active(), "process_group": self.group}
+        options = {
+            "checkpoint_id": tmp / SHARDS,
+            "storage_writer": _DigestingWriter(tmp / SHARDS),
+            "no_dist": not dist.active(),
+            "process_group": self.group,
+        }
         with checkpoint.save_errors(output_dir, step, also=_dcp_failure()):
             if not self.asynchronous:
                 with _quiet_in_one_process():

@@ -19,7 +19,7 @@ from margins import within
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from rlvr import sharded_checkpoint
+from rlvr import checkpoint, sharded_checkpoint
 from rlvr.cli.export import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,10 +137,13 @@ def test_two_process_run_matches_one_and_resumes_in_one(tiny_cache, two_step_run
     assert_close_state(weights[0], {k: weights[1][k] for k in weights[0]}, rel=1e-4)  # DCP's: lm_head too
     if CHECKPOINTS[config]:
         assert sorted(p.name for p in (saved / "sharded").iterdir()) == [
+            ".digests-0.json",  # each rank's record of its shard's sha256, which the manifest takes
+            ".digests-1.json",
             ".metadata",
             "__0_0.distcp",
             "__1_0.distcp",
         ]
+        assert checkpoint.verify_checkpoint(saved) is None
 
     # DDP's weights are whole on every rank: resharding is FSDP2's case below. ZeRO-3's gathered checkpoint is
     # the 1-process format (tests/test_resume.py); tests/test_sharded.py loads it into one plain process

@@ -4,6 +4,8 @@ Hugging Face directory, and what is refused. The 2-process run (a shard per rank
 is tests/test_distributed.py's FSDP2 and DDP cases."""
 
 import copy
+import json
+from unittest import mock
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from rlvr.cli.export import main as export_main
 from rlvr.config import ConfigError
 from rlvr.config_trainer import TrainerConfig, check_trainer
 from rlvr.errors import CheckpointSaveError
+from rlvr.hashing import file_sha256
 
 
 def _trained(tiny_model):
@@ -38,7 +41,12 @@ def test_sharded_checkpoint_round_trips_and_exports(tmp_path, tiny_model, tokeni
     Hugging Face directory holds the trained tensors and the tokenizer; rlvr-eval asks for that export."""
     model, optimizer = _trained(tiny_model)
     reference = copy.deepcopy(tiny_model)  # the base model: differs from the trained policy
-    saved = _save(tmp_path / "run", 1, model, optimizer, tokenizer, reference)
+    hashed = []  # what the commit's manifest read: not the shard, whose writer recorded its digest
+    with mock.patch.object(
+        checkpoint, "file_sha256", side_effect=lambda p: hashed.append(p) or file_sha256(p)
+    ):
+        saved = _save(tmp_path / "run", 1, model, optimizer, tokenizer, reference)
+    assert hashed and not any(str(p).endswith(".distcp") for p in hashed)
 
     assert sorted(p.name for p in saved.iterdir()) == [
         "manifest.json",
@@ -46,8 +54,13 @@ def test_sharded_checkpoint_round_trips_and_exports(tmp_path, tiny_model, tokeni
         "sharded",
         "state.pt",
     ]
-    assert sorted(p.name for p in (saved / "sharded").iterdir()) == [".metadata", "__0_0.distcp"]
-    assert "sharded/__0_0.distcp" in (saved / "manifest.json").read_text()
+    assert sorted(p.name for p in (saved / "sharded").iterdir()) == [
+        ".digests-0.json",
+        ".metadata",
+        "__0_0.distcp",
+    ]
+    listed = json.loads((saved / "manifest.json").read_text())["files"]
+    assert listed["sharded/__0_0.distcp"]["sha256"] == file_sha256(saved / "sharded/__0_0.distcp")
     assert checkpoint.verify_checkpoint(saved) is None
     assert checkpoint.find_resumable(tmp_path / "run") == (saved, [])
     assert checkpoint.load_state(saved) == {"step": 1}
