@@ -45,6 +45,7 @@ import torch
 from rollout_throughput import (  # benchmarks/ is on sys.path when this file runs as a script
     MODELS,
     machine,
+    qwen2_shape,
     random_qwen2,
 )
 
@@ -65,22 +66,8 @@ QWEN25_VOCAB = 151936
 # name -> Qwen2 shape overrides (None: the embedded tiny model's shape); no vocab_size: the tiny tokenizer's
 SHAPES: dict[str, dict | None] = {
     **MODELS,
-    "qwen2.5-0.5b": dict(
-        hidden_size=896,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        intermediate_size=4864,
-        vocab_size=QWEN25_VOCAB,
-    ),
-    "qwen2.5-1.5b": dict(
-        hidden_size=1536,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        intermediate_size=8960,
-        vocab_size=QWEN25_VOCAB,
-    ),
+    "qwen2.5-0.5b": qwen2_shape(hidden=896, layers=24, heads=14, intermediate=4864, vocab_size=QWEN25_VOCAB),
+    "qwen2.5-1.5b": qwen2_shape(hidden=1536, layers=28, heads=12, intermediate=8960, vocab_size=QWEN25_VOCAB),
 }
 
 

@@ -29,37 +29,27 @@ from rlvr.data import synthetic
 from rlvr.rollout.base import SamplingParams
 from rlvr.tiny_model import build_model, build_tokenizer
 
-# name -> Qwen2 shape overrides of the tiny model (None: the embedded tiny model's own shape)
+
+def qwen2_shape(hidden: int, layers: int, heads: int, intermediate: int, kv_heads: int = 2, **more) -> dict:
+    """Qwen2Config fields of a shape (the tiny tokenizer's vocabulary unless `more` names vocab_size)."""
+    return dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        **more,
+    )
+
+
+# name -> Qwen2 shape overrides of the tiny model (None: the embedded tiny model's own shape); parameters with
+# the 259-token vocabulary, tied embeddings
 MODELS: dict[str, dict | None] = {
-    "tiny": None,
-    "qwen2-1m": dict(
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=512,
-    ),
-    "qwen2-3m": dict(
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=768,
-    ),
-    "qwen2-4m": dict(
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=1024,
-    ),
-    "qwen2-24m": dict(
-        hidden_size=512,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        intermediate_size=1536,
-    ),
+    "tiny": None,  # 0.33M
+    "qwen2-1m": qwen2_shape(hidden=128, layers=4, heads=4, intermediate=512),
+    "qwen2-3m": qwen2_shape(hidden=256, layers=4, heads=4, intermediate=768),  # 3.2M
+    "qwen2-4m": qwen2_shape(hidden=256, layers=4, heads=4, intermediate=1024),  # 4.00M: issue #24's workload
+    "qwen2-24m": qwen2_shape(hidden=512, layers=8, heads=8, intermediate=1536),  # 24.3M
 }
 
 

@@ -6,8 +6,8 @@
 Disaggregated as on GPUs, on a 2-core machine: the rollout server (`rlvr-rollout-server`, vLLM) runs on core 0
 (`taskset -c 0`, `VLLM_CPU_OMP_THREADS_BIND=0`) and the trainer (`rlvr-train`, learner and verifier) on core 1
 (`taskset -c 1`, one torch thread), the trainer connecting to the running server (`rollout.server_launch=false`).
-The model is a randomly initialised Qwen2 of --model's shape (SHAPES below) with the tiny tokenizer and the
-quickstart's addition prompts. On CPU a token costs the learner (pre-pass, forward, backward, in torch) several
+The model is a randomly initialised Qwen2 of --model's shape (rollout_throughput.MODELS) with the tiny
+tokenizer and the quickstart's addition prompts. On CPU a token costs the learner (pre-pass, forward, backward, in torch) several
 times what it costs vLLM to generate, so the defaults (a 3.2M-parameter model, 4 prompts x G 8 = 32 answers of 64
 tokens) keep generation a visible share of a step: the overlap can only hide the shorter phase (the step-time
 model, benchmarks/step_time_model.py). Every answer is exactly --max-new-tokens long (`rollout.ignore_eos`),
@@ -44,7 +44,6 @@ from step_time_model import Phases, step_s  # noqa: E402
 from step_vs_trl import busy_cpu_s, children_cpu_s, spread, wait_idle  # noqa: E402
 
 BIN = Path(sys.executable).parent
-SHAPES = MODELS  # name -> Qwen2 shape (qwen2-3m: neither phase dwarfs the other on CPU)
 PHASES = ("timing/rollout_s", "timing/verify_s", "timing/learner_s", "timing/sync_s")
 WAITS = ("timing/learner_wait_s", "timing/rollout_wait_s", "rollout/policy_lag")
 
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--model", default="qwen2-3m", choices=list(SHAPES))
+    parser.add_argument("--model", default="qwen2-3m", choices=list(MODELS))
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -213,7 +212,7 @@ def main() -> None:
     root = Path(args.out).resolve()
     model = root / "model"
     tokenizer = build_tokenizer()
-    policy = random_qwen2(SHAPES[args.model], tokenizer, 256)
+    policy = random_qwen2(MODELS[args.model], tokenizer, 256)
     policy.save_pretrained(model, safe_serialization=True)
     tokenizer.save_pretrained(model)
     params = sum(p.numel() for p in policy.parameters())
